@@ -1,0 +1,110 @@
+"""Load pyiqa's reference CFANet (``pyiqa/archs/topiq_arch.py``) on its own.
+
+pyiqa's package ``__init__`` imports many heavy optional modules, so the file is
+executed alone, with small stand-ins for the few helpers it imports. Nothing of
+pyiqa is copied here: its installed source is read at test time.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+import torch
+
+
+def _find_topiq_arch() -> Path | None:
+    spec = importlib.util.find_spec("pyiqa")  # does not execute pyiqa/__init__.py
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "archs" / "topiq_arch.py"
+    return path if path.is_file() else None
+
+
+def _stub(name: str, **attrs: object) -> types.ModuleType:
+    mod = types.ModuleType(name)
+    mod.__path__ = []  # let it act as a package for dotted imports
+    mod.__dict__.update(attrs)
+    return mod
+
+
+class _Registry:
+    def register(self):  # noqa: D401 - mimics pyiqa's decorator factory
+        return lambda cls: cls
+
+
+def _identity_mos(score: torch.Tensor) -> torch.Tensor:
+    # pyiqa maps a (N, C) class distribution to a MOS; for C == 1 that is the score.
+    if score.shape[-1] != 1:
+        raise NotImplementedError("stand-in only supports one output class")
+    return score
+
+
+def _unavailable(*args, **kwargs):
+    raise RuntimeError("stand-in: not available when loading topiq_arch.py alone")
+
+
+def load_reference_module() -> types.ModuleType | None:
+    """pyiqa's topiq_arch module, or None where pyiqa or timm is not installed."""
+    path = _find_topiq_arch()
+    if path is None or importlib.util.find_spec("timm") is None:
+        return None
+    stubs = {
+        "pyiqa": _stub("pyiqa"),
+        "pyiqa.archs": _stub("pyiqa.archs"),
+        "pyiqa.archs.constants": _stub(
+            "pyiqa.archs.constants",
+            IMAGENET_DEFAULT_MEAN=(0.485, 0.456, 0.406),
+            IMAGENET_DEFAULT_STD=(0.229, 0.224, 0.225),
+            OPENAI_CLIP_MEAN=(0.0, 0.0, 0.0),
+            OPENAI_CLIP_STD=(1.0, 1.0, 1.0),
+        ),
+        "pyiqa.utils": _stub("pyiqa.utils"),
+        "pyiqa.utils.registry": _stub("pyiqa.utils.registry", ARCH_REGISTRY=_Registry()),
+        "pyiqa.utils.download_util": _stub("pyiqa.utils.download_util", DEFAULT_CACHE_DIR="/nonexistent"),
+        "pyiqa.archs.arch_util": _stub(
+            "pyiqa.archs.arch_util",
+            dist_to_mos=_identity_mos,
+            load_pretrained_network=_unavailable,
+            uniform_crop=_unavailable,
+            get_url_from_name=lambda name, *a, **k: f"stand-in://{name}",
+        ),
+        "pyiqa.archs.clip_model": _stub("pyiqa.archs.clip_model", load=_unavailable),
+        "pyiqa.archs.topiq_swin": _stub("pyiqa.archs.topiq_swin", create_swin=_unavailable),
+        "facexlib": _stub("facexlib"),
+        "facexlib.utils": _stub("facexlib.utils"),
+        "facexlib.utils.face_restoration_helper": _stub(
+            "facexlib.utils.face_restoration_helper", FaceRestoreHelper=_unavailable
+        ),
+    }
+    saved = {k: sys.modules.get(k) for k in stubs}
+    sys.modules.update(stubs)
+    try:
+        module = types.ModuleType("pyiqa.archs.topiq_arch")
+        module.__file__ = str(path)
+        module.__package__ = "pyiqa.archs"
+        exec(compile(path.read_text(), str(path), "exec"), module.__dict__)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+    return module
+
+
+def build_reference_fr() -> torch.nn.Module | None:
+    """pyiqa's ``CFANet(use_ref=True)`` with random init (no download), in eval mode."""
+    module = load_reference_module()
+    if module is None:
+        return None
+    net = module.CFANet(
+        semantic_model_name="resnet50",
+        model_name="cfanet_fr_kadid_res50",
+        backbone_pretrain=False,
+        use_ref=True,
+        pretrained=False,
+    )
+    return net.eval()

@@ -1,0 +1,108 @@
+"""Input validation: every user error becomes one clear ValueError/TypeError."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+MIN_SIZE = 32
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check_one(x: object, name: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor; got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(
+            f"`{name}` must be a floating-point tensor (float16, bfloat16, float32 or "
+            f"float64) of RGB values; got dtype {x.dtype}"
+        )
+    if x.dim() != 4:
+        raise ValueError(
+            f"`{name}` must have shape (N, C, H, W) with C in (1, 3); got {tuple(x.shape)} "
+            f"({x.dim()}-D)"
+        )
+    n, c, h, w = x.shape
+    if c not in (1, 3):
+        raise ValueError(
+            f"`{name}` must have 1 (grey) or 3 (RGB) channels in dim 1; got shape {tuple(x.shape)}"
+        )
+    if n == 0:
+        raise ValueError(f"`{name}` is an empty batch; got shape {tuple(x.shape)}")
+    if h < MIN_SIZE or w < MIN_SIZE:
+        raise ValueError(
+            f"`{name}` must be at least {MIN_SIZE}x{MIN_SIZE} pixels (H, W >= {MIN_SIZE}); "
+            f"got shape {tuple(x.shape)}"
+        )
+    return x
+
+
+def _check_finite(x: torch.Tensor, name: str) -> None:
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        nan = int(torch.isnan(x).sum())
+        inf = int(torch.isinf(x).sum())
+        raise ValueError(f"`{name}` must be finite; got {nan} NaN and {inf} inf values")
+
+
+def check_pair(
+    pred: object, target: object, pred_name: str = "pred", target_name: str = "target"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate a (prediction, target) image pair; returns them unchanged.
+
+    Raises:
+        TypeError: not a tensor, or not floating point.
+        ValueError: wrong rank, channels, size, empty batch, shape or device mismatch,
+            NaN or inf values.
+    """
+    p = _check_one(pred, pred_name)
+    t = _check_one(target, target_name)
+    if p.shape != t.shape:
+        raise ValueError(
+            f"`{pred_name}` and `{target_name}` must have the same shape; got "
+            f"{tuple(p.shape)} and {tuple(t.shape)}"
+        )
+    if p.device != t.device:
+        raise ValueError(
+            f"`{pred_name}` and `{target_name}` must be on the same device; got "
+            f"{p.device} and {t.device}"
+        )
+    _check_finite(p, pred_name)
+    _check_finite(t, target_name)
+    return p, t
+
+
+def check_device(x: torch.Tensor, device: torch.device, name: str = "pred") -> None:
+    """The network's parameters must live where the images are."""
+    if x.device != device:
+        raise ValueError(
+            f"`{name}` is on {x.device} but the TOPIQ network is on {device}; move one of "
+            f"them (e.g. `loss_fn.to({str(x.device)!r})`)"
+        )
+
+
+def check_reduction(reduction: object) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"`reduction` must be one of {REDUCTIONS}; got {reduction!r}")
+    return str(reduction)
+
+
+def check_input_range(input_range: object) -> tuple[float, float]:
+    if (
+        not isinstance(input_range, Sequence)
+        or len(input_range) != 2
+        or not all(isinstance(v, (int, float)) for v in input_range)
+        or not input_range[1] > input_range[0]
+    ):
+        raise ValueError(
+            f"`input_range` must be (low, high) with high > low, e.g. (0, 1) or (-1, 1); "
+            f"got {input_range!r}"
+        )
+    return float(input_range[0]), float(input_range[1])
+
+
+def check_loss_weight(loss_weight: object) -> float:
+    if isinstance(loss_weight, bool) or not isinstance(loss_weight, (int, float)):
+        raise TypeError(f"`loss_weight` must be a real number; got {type(loss_weight).__name__}")
+    return float(loss_weight)

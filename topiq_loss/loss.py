@@ -1,0 +1,154 @@
+"""``TOPIQLoss``: the frozen TOPIQ-FR network as a perceptual loss module."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from . import _checks
+from .cfanet import CFANetFeatures, CFANetFR
+from .functional import Reduction, topiq_fr, topiq_fr_features, topiq_fr_loss
+from .hub import load_state_dict_checked, resolve_weights
+from .weights import DEFAULT_WEIGHTS
+
+__all__ = ["TOPIQLoss", "build_network"]
+
+
+def build_network(
+    weights: str | os.PathLike[str] | None = DEFAULT_WEIGHTS,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> CFANetFR:
+    """A frozen CFANet-FR in eval mode with ``weights`` loaded (see :class:`TOPIQLoss`)."""
+    state, source = resolve_weights(weights, cache_dir=cache_dir, progress=progress)
+    net = CFANetFR()
+    if state is None:
+        warnings.warn(
+            "TOPIQ network built with weights=None: RANDOM weights, scores are meaningless. "
+            "Use this for tests only.",
+            UserWarning,
+            stacklevel=3,
+        )
+    else:
+        load_state_dict_checked(net, state, source)
+    net.requires_grad_(False)
+    return net.eval()
+
+
+class TOPIQLoss(nn.Module):
+    """TOPIQ-FR perceptual loss: ``loss_weight * reduce(1 - score(pred, target))``.
+
+    The network is frozen: it has no trainable parameters, stays in eval mode
+    whatever ``.train()`` is called, and by default is left out of ``state_dict()``
+    (and of ``parameters()``), so a generator holding this loss saves and loads
+    checkpoints as if it were absent. ``.to()``/``.cuda()``/``.half()`` still move it.
+
+    Args:
+        weights: ``"kadid"`` (default), ``"pipal"``, a checkpoint path, or ``None``
+            (random weights, tests only; warns).
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"`` over the batch.
+        loss_weight: multiplies the loss.
+        input_range: (low, high) of pixel values: (0, 1) default, (-1, 1) for tanh
+            outputs. Values slightly outside are passed through, as the reference does.
+        checkpoint: gradient checkpointing of the backbone (less memory, ~1 extra
+            backbone forward in backward).
+        keep_in_state_dict: register the network as a submodule so its weights are
+            saved in (and required by) the parent's ``state_dict``.
+        cache_dir: where official weights are cached (default torch.hub's).
+        progress: show a download progress bar.
+
+    Shape:
+        - pred, target: (N, 3, H, W) or (N, 1, H, W), H, W >= 32, floating point.
+        - Output: scalar, or (N,) with ``reduction="none"``.
+
+    Example:
+        >>> loss_fn = TOPIQLoss(weights=None)  # doctest: +SKIP
+        >>> loss = loss_fn(sr, hr)  # doctest: +SKIP
+        >>> loss.backward()  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        weights: str | os.PathLike[str] | None = DEFAULT_WEIGHTS,
+        reduction: Reduction = "mean",
+        loss_weight: float = 1.0,
+        input_range: tuple[float, float] = (0.0, 1.0),
+        checkpoint: bool = False,
+        keep_in_state_dict: bool = False,
+        cache_dir: str | os.PathLike[str] | None = None,
+        progress: bool = True,
+        net: CFANetFR | None = None,
+    ) -> None:
+        super().__init__()
+        self.reduction = _checks.check_reduction(reduction)
+        self.loss_weight = _checks.check_loss_weight(loss_weight)
+        self.input_range = _checks.check_input_range(input_range)
+        self.checkpoint = bool(checkpoint)
+        self.keep_in_state_dict = bool(keep_in_state_dict)
+        if net is None:
+            net = build_network(weights, cache_dir=cache_dir, progress=progress)
+            self.weights_name = "random (tests only)" if weights is None else str(weights)
+        else:
+            if not isinstance(net, CFANetFR):
+                raise TypeError(f"`net` must be a CFANetFR; got {type(net).__name__}")
+            net.requires_grad_(False).eval()
+            self.weights_name = "given network"
+        if self.keep_in_state_dict:
+            self._net = net
+        else:
+            # A plain attribute: invisible to parameters(), state_dict(), train() and
+            # DDP; _apply below keeps .to()/.cuda()/.half() working.
+            self.__dict__["_frozen"] = (net,)
+        super().train(False)
+
+    @property
+    def net(self) -> CFANetFR:
+        """The frozen :class:`CFANetFR`."""
+        return self._net if self.keep_in_state_dict else self.__dict__["_frozen"][0]
+
+    def _apply(self, fn: Callable[..., Any], recurse: bool = True) -> TOPIQLoss:
+        super()._apply(fn, recurse)
+        if not self.keep_in_state_dict and recurse:
+            self.__dict__["_frozen"][0]._apply(fn, recurse)
+        return self
+
+    def train(self, mode: bool = True) -> TOPIQLoss:
+        """No-op: the loss always stays in eval mode (frozen BatchNorm, no dropout)."""
+        return super().train(False)
+
+    def extra_repr(self) -> str:
+        return (
+            f"weights={self.weights_name!r}, reduction={self.reduction!r}, "
+            f"loss_weight={self.loss_weight}, input_range={self.input_range}, "
+            f"checkpoint={self.checkpoint}"
+        )
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Loss of ``pred`` (N, C, H, W) against ``target``; lower is better.
+
+        Gradients flow to ``pred`` (and to ``target`` if it requires grad).
+        """
+        return topiq_fr_loss(
+            pred,
+            target,
+            net=self.net,
+            reduction=self.reduction,  # type: ignore[arg-type]
+            loss_weight=self.loss_weight,
+            input_range=self.input_range,
+            checkpoint=self.checkpoint,
+        )
+
+    def score(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """(N,) TOPIQ-FR quality of ``pred`` against ``target``, higher is better."""
+        return topiq_fr(
+            pred, target, net=self.net, input_range=self.input_range, checkpoint=self.checkpoint
+        )
+
+    def features(self, pred: torch.Tensor, target: torch.Tensor) -> CFANetFeatures:
+        """Score with the GLP gates and cross-scale attention maps (native resolution)."""
+        return topiq_fr_features(pred, target, net=self.net, input_range=self.input_range)
