@@ -1,0 +1,80 @@
+"""Shared fixtures: one network per session, seeded deterministic weights."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from pyiqa_oracle import build_reference_fr  # noqa: E402
+from seeded_weights import seeded_state_dict  # noqa: E402
+
+from topiq_loss import CFANetFR, TOPIQLoss  # noqa: E402
+
+settings.register_profile(
+    "ci",
+    max_examples=12,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile(
+    "dev",
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
+
+
+@pytest.fixture(scope="session")
+def seeded_state() -> dict[str, torch.Tensor]:
+    return seeded_state_dict(CFANetFR().state_dict())
+
+
+@pytest.fixture(scope="session")
+def net(seeded_state) -> CFANetFR:
+    """Frozen CFANet-FR with seeded (untrained) weights. Do not modify in tests."""
+    model = CFANetFR()
+    model.load_state_dict(seeded_state, strict=True)
+    return model.requires_grad_(False).eval()
+
+
+@pytest.fixture(scope="session")
+def loss_fn(net) -> TOPIQLoss:
+    return TOPIQLoss(net=net)
+
+
+@pytest.fixture(scope="session")
+def reference_net(seeded_state):
+    """pyiqa's CFANet(use_ref=True) with the same weights, or skip."""
+    ref = build_reference_fr()
+    if ref is None:
+        pytest.skip(
+            "pyiqa (and timm) not installed: `pip install timm && pip install --no-deps "
+            "pyiqa==0.1.16` to run the parity tests against the reference implementation"
+        )
+    ref.load_state_dict(seeded_state, strict=True)
+    return ref.eval()
+
+
+def smooth_images(n: int, h: int, w: int, seed: int) -> torch.Tensor:
+    """Natural-ish test images: smooth colour fields plus fine texture, in [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 3, max(2, h // 8), max(2, w // 8), generator=g)
+    img = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
+    img = img + 0.05 * torch.randn(n, 3, h, w, generator=g)
+    return img.clamp(0, 1)
+
+
+def distort(x: torch.Tensor, seed: int, level: float = 0.1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (x + level * torch.randn(x.shape, generator=g)).clamp(0, 1)
