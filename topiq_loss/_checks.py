@@ -47,9 +47,15 @@ def _check_finite(x: torch.Tensor, name: str) -> None:
 
 
 def check_pair(
-    pred: object, target: object, pred_name: str = "pred", target_name: str = "target"
+    pred: object,
+    target: object,
+    device: torch.device | None = None,
+    pred_name: str = "pred",
+    target_name: str = "target",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate a (prediction, target) image pair; returns them unchanged.
+
+    ``device``, when given, is where the network lives; the images must be there.
 
     Raises:
         TypeError: not a tensor, or not floating point.
@@ -68,6 +74,8 @@ def check_pair(
             f"`{pred_name}` and `{target_name}` must be on the same device; got "
             f"{p.device} and {t.device}"
         )
+    if device is not None:
+        check_device(p, device, pred_name)
     _check_finite(p, pred_name)
     _check_finite(t, target_name)
     return p, t

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
@@ -14,13 +15,22 @@ from .loss import TOPIQLoss
 from .weights import DEFAULT_WEIGHTS, WEIGHTS
 
 
-def read_image(path: str | Path) -> torch.Tensor:
+def read_image(path: str | Path | BinaryIO) -> torch.Tensor:
     """An image file as a (1, 3, H, W) float32 tensor in [0, 1]."""
-    from torchvision.io import ImageReadMode, decode_image
+    import numpy as np
+    from PIL import Image
 
-    data = torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8)
-    img = decode_image(data, mode=ImageReadMode.RGB)
-    return img.unsqueeze(0).float().div(255.0)
+    with Image.open(path) as im:
+        arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0).float().div(255.0)
+
+
+def to_pil(img: torch.Tensor):
+    """(1, 3, H, W) or (3, H, W) in [0, 1] -> PIL RGB image (clamped, rounded)."""
+    from PIL import Image
+
+    arr = img.detach().reshape(-1, *img.shape[-2:]).clamp(0, 1).mul(255).round().byte()
+    return Image.fromarray(arr.permute(1, 2, 0).cpu().numpy())
 
 
 def _weights_arg(value: str) -> str | None:
@@ -41,12 +51,63 @@ def _parser() -> argparse.ArgumentParser:
         f"default {DEFAULT_WEIGHTS}",
     )
     s.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
+    d = sub.add_parser(
+        "demo",
+        help="score blur, noise and JPEG at three strengths on a real photograph "
+        "(scikit-image's astronaut; needs the [examples] extra)",
+    )
+    d.add_argument("--weights", default=DEFAULT_WEIGHTS, type=_weights_arg, help="as for score")
+    d.add_argument("--size", type=int, default=256, help="crop size in pixels (default 256)")
+    d.add_argument("--device", default="cpu", help="torch device (default cpu)")
     return p
+
+
+def _demo_rows(ref: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+    import io
+
+    import kornia
+
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    for sigma in (1.0, 2.0, 4.0):
+        k = 2 * int(3 * sigma) + 1
+        rows.append((f"gaussian blur, sigma {sigma:g}", kornia.filters.gaussian_blur2d(ref, (k, k), (sigma, sigma))))
+    for std in (0.02, 0.05, 0.1):
+        noisy = ref + std * torch.randn(ref.shape, generator=gen)
+        rows.append((f"gaussian noise, std {std:g}", noisy.clamp(0, 1)))
+    for q in (50, 20, 5):
+        buf = io.BytesIO()
+        to_pil(ref).save(buf, format="JPEG", quality=q)
+        rows.append((f"JPEG, quality {q}", read_image(buf)))
+    return rows
+
+
+def demo(weights: str | None, size: int, device: str) -> None:
+    """Print how TOPIQ-FR ranks common degradations of a real photograph."""
+    try:
+        from skimage import data
+    except ImportError as exc:
+        raise RuntimeError("the demo needs scikit-image: pip install 'topiq-loss[examples]'") from exc
+    photo = torch.from_numpy(data.astronaut()).permute(2, 0, 1).float().div(255)
+    top = (photo.shape[1] - size) // 2
+    ref = photo[None, :, top : top + size, top : top + size].contiguous()
+    loss_fn = TOPIQLoss(weights=weights).to(device)
+    print(f"TOPIQ-FR ({loss_fn.weights_name}) on a {size}x{size} crop of scikit-image's astronaut")
+    print(f"{'degradation':<28}{'PSNR dB':>9}{'score':>9}{'loss':>9}")
+    with torch.no_grad():
+        for name, img in _demo_rows(ref):
+            mse = torch.mean((img - ref) ** 2).item()
+            psnr = 10 * torch.log10(torch.tensor(1.0 / mse)).item()
+            score = loss_fn.score(img.to(device), ref.to(device)).item()
+            print(f"{name:<28}{psnr:>9.2f}{score:>9.4f}{1 - score:>9.4f}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "demo":
+            demo(args.weights, args.size, args.device)
+            return 0
         dist, ref = read_image(args.dist), read_image(args.ref)
         if dist.shape != ref.shape:
             raise ValueError(

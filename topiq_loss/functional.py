@@ -26,10 +26,9 @@ def prepare_pair(
     passed through unchanged, as the reference model does (network outputs often
     overshoot slightly). Never modifies the inputs in place.
     """
-    pred, target = _checks.check_pair(pred, target)
-    low, high = _checks.check_input_range(input_range)
     param = net.h_emb
-    _checks.check_device(pred, param.device, "pred")
+    pred, target = _checks.check_pair(pred, target, device=param.device)
+    low, high = _checks.check_input_range(input_range)
     out = []
     for x in (pred, target):
         if x.shape[1] == 1:

@@ -10,10 +10,10 @@ file is re-hashed once per process before it is trusted.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import pickle
-import urllib.error
 import urllib.request
 import uuid
 import warnings
@@ -171,7 +171,7 @@ def download_weights(
             try:
                 _fetch(url, dest, entry, progress)
                 return dest
-            except (OSError, urllib.error.URLError, WeightsError, ValueError) as exc:
+            except (OSError, http.client.HTTPException, WeightsError, ValueError) as exc:
                 logger.warning("download of %s failed: %s", url, exc)
                 failures.append(f"  {url}: {exc}")
     tried = "\n".join(failures)

@@ -1,0 +1,72 @@
+"""A throwaway HTTP server on 127.0.0.1 that serves test-made checkpoint files."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import socket
+import threading
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ServedFile:
+    data: bytes
+    status: int = 200
+    truncate_at: int | None = None  # close the connection after this many bytes
+
+
+@dataclass
+class WeightsServer:
+    files: dict[str, ServedFile] = field(default_factory=dict)
+    requests: list[str] = field(default_factory=list)
+    port: int = 0
+
+    def url(self, name: str = "") -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    def hits(self, name: str) -> int:
+        return sum(1 for r in self.requests if r == "/" + name)
+
+
+def start_server() -> tuple[WeightsServer, http.server.ThreadingHTTPServer]:
+    state = WeightsServer()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server API
+            state.requests.append(self.path)
+            served = state.files.get(self.path.lstrip("/"))
+            if served is None or served.status != 200:
+                self.send_error(served.status if served else 404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(served.data)))
+            self.end_headers()
+            body = served.data if served.truncate_at is None else served.data[: served.truncate_at]
+            try:
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            if served.truncate_at is not None:
+                self.close_connection = True
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state.port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return state, server
+
+
+def closed_port() -> int:
+    """A loopback port that nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def hash_named(stem: str, data: bytes) -> str:
+    """torch.hub-style file name: <stem>-<first 8 hex of sha256>.pth."""
+    return f"{stem}-{hashlib.sha256(data).hexdigest()[:8]}.pth"
