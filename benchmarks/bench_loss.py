@@ -1,0 +1,165 @@
+"""Speed and memory of forward+backward, side by side in one run.
+
+Rows: this package (fp32; checkpointing; channels_last; under autocast on CUDA),
+pyiqa's reference CFANet on the same (random) weights, LPIPS-VGG (random weights,
+timing only) and the lower bound "ResNet50 forward on 2N images + backward on N".
+
+Memory: on CUDA, peak allocated bytes during forward+backward; on every device,
+the bytes autograd saved for backward (activations, counted once per storage,
+weights excluded), which is what checkpointing reduces.
+
+    python benchmarks/bench_loss.py                      # batch 4, 256 and 512 px
+    python benchmarks/bench_loss.py --sizes 128 --repeats 3 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from topiq_loss import CFANetFR, TOPIQLoss  # noqa: E402
+from topiq_loss.backbone import ResNet50Features  # noqa: E402
+
+Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def saved_bytes(step: Step, pred: torch.Tensor, target: torch.Tensor, params: set[int]) -> int:
+    """Bytes of tensors autograd saves for backward (unique storages, no weights)."""
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in params:
+            seen[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    p = pred.clone().requires_grad_(True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = step(p, target)
+    out.backward()
+    return sum(seen.values())
+
+
+def time_step(step: Step, pred: torch.Tensor, target: torch.Tensor, repeats: int) -> tuple[float, float | None]:
+    cuda = pred.is_cuda
+    times = []
+    peak = None
+    for i in range(repeats + 1):  # first run is warm-up
+        p = pred.clone().requires_grad_(True)
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+        t0 = time.perf_counter()
+        step(p, target).backward()
+        if cuda:
+            torch.cuda.synchronize()
+            peak = torch.cuda.max_memory_allocated() - base
+        if i:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times), peak
+
+
+def build_rows(device: str, with_compile: bool) -> list[tuple[str, Step, set[int]]]:
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loss = TOPIQLoss(weights=None).to(device)
+    state = loss.net.state_dict()
+    ptrs = lambda m: {p.untyped_storage().data_ptr() for p in m.parameters()}  # noqa: E731
+    rows: list[tuple[str, Step, set[int]]] = []
+    rows.append(("topiq_loss fp32", lambda p, t: loss(p, t), ptrs(loss.net)))
+    ck = TOPIQLoss(net=loss.net, checkpoint=True)
+    rows.append(("topiq_loss fp32 checkpoint", lambda p, t: ck(p, t), ptrs(loss.net)))
+    cl_net = CFANetFR()
+    cl_net.load_state_dict(state)
+    cl = TOPIQLoss(net=cl_net).to(device, memory_format=torch.channels_last)
+    cl_fmt = lambda x: x.contiguous(memory_format=torch.channels_last)  # noqa: E731
+    rows.append(("topiq_loss fp32 channels_last", lambda p, t: cl(cl_fmt(p), cl_fmt(t)), ptrs(cl.net)))
+    if device == "cuda":
+        def amp(p, t, fn=loss):
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                return fn(p, t)
+        rows.append(("topiq_loss autocast bf16 (fp32 backbone)", amp, ptrs(loss.net)))
+        amp_bb = TOPIQLoss(net=loss.net, amp_backbone=True)
+        rows.append(("topiq_loss autocast bf16 amp_backbone", lambda p, t: amp(p, t, amp_bb), ptrs(loss.net)))
+    if with_compile:
+        comp = torch.compile(loss)
+        rows.append(("topiq_loss fp32 torch.compile", lambda p, t: comp(p, t), ptrs(loss.net)))
+
+    from pyiqa_oracle import build_reference_fr
+
+    ref = build_reference_fr()
+    if ref is not None:
+        ref.load_state_dict(state)
+        ref = ref.to(device).requires_grad_(False)
+        rows.append(("pyiqa CFANet (reference)", lambda p, t: (1 - ref(p, t)).mean(), ptrs(ref)))
+    else:
+        print("# pyiqa not installed: reference row skipped", file=sys.stderr)
+    try:
+        import lpips
+
+        with warnings.catch_warnings(), contextlib.redirect_stdout(None):
+            warnings.simplefilter("ignore")
+            lp = lpips.LPIPS(net="vgg", pretrained=False, pnet_rand=True, verbose=False).to(device).eval()
+        lp.requires_grad_(False)
+        rows.append(("lpips VGG (random weights)", lambda p, t: lp(p, t, normalize=True).mean(), ptrs(lp)))
+    except ImportError:
+        print("# lpips not installed: lpips row skipped", file=sys.stderr)
+
+    bb = ResNet50Features().to(device).requires_grad_(False)
+
+    def bound(p, t):
+        with torch.no_grad():
+            bb(t)
+        return sum(f.mean() for f in bb(p))
+
+    rows.append(("bound: ResNet50 fwd 2N + bwd N", bound, ptrs(bb)))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per row (median), after 1 warm-up")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--compile", action="store_true", help="add a torch.compile (inductor) row")
+    args = ap.parse_args(argv)
+    dev = torch.device(args.device)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"# torch {torch.__version__}, {name}; forward+backward, median of {args.repeats}")
+    rows = build_rows(dev.type, args.compile)
+    for size in args.sizes:
+        g = torch.Generator().manual_seed(size)
+        target = torch.rand(args.batch, 3, size, size, generator=g).to(dev)
+        pred = (target + 0.05 * torch.randn(target.shape, generator=g).to(dev)).clamp(0, 1)
+        results = []
+        for label, step, params in rows:
+            t, peak = time_step(step, pred, target, args.repeats)
+            saved = saved_bytes(step, pred, target, params)
+            results.append((label, t, peak, saved))
+        ref_t = next((r[1] for r in results if r[0].startswith("pyiqa")), None)
+        bound_t = results[-1][1]
+        print(f"\n## batch {args.batch} x 3 x {size} x {size}")
+        print(f"| {'variant':<42} | {'ms':>8} | {'x pyiqa':>7} | {'x bound':>7} | {'saved MiB':>9} | {'peak MiB':>8} |")
+        print(f"|{'-' * 44}|{'-' * 10}|{'-' * 9}|{'-' * 9}|{'-' * 11}|{'-' * 10}|")
+        for label, t, peak, saved in results:
+            rp = f"{t / ref_t:.2f}" if ref_t else "n/a"
+            pk = f"{peak / 2**20:.0f}" if peak is not None else "n/a"
+            print(f"| {label:<42} | {t * 1e3:>8.0f} | {rp:>7} | {t / bound_t:>7.2f} | {saved / 2**20:>9.0f} | {pk:>8} |")
+
+
+if __name__ == "__main__":
+    main()
