@@ -6,6 +6,7 @@ import hashlib
 import http.server
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 
 
@@ -14,6 +15,7 @@ class ServedFile:
     data: bytes
     status: int = 200
     truncate_at: int | None = None  # close the connection after this many bytes
+    chunk_delay: float = 0.0  # seconds between 64 KiB chunks (a slow server)
 
 
 @dataclass
@@ -44,7 +46,11 @@ def start_server() -> tuple[WeightsServer, http.server.ThreadingHTTPServer]:
             self.end_headers()
             body = served.data if served.truncate_at is None else served.data[: served.truncate_at]
             try:
-                self.wfile.write(body)
+                step = 1 << 16
+                for i in range(0, len(body), step):
+                    self.wfile.write(body[i : i + step])
+                    if served.chunk_delay:
+                        time.sleep(served.chunk_delay)
             except (BrokenPipeError, ConnectionResetError):
                 pass
             if served.truncate_at is not None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint as cp
 
 from .backbone import FEATURE_CHANNELS, ResNet50Features
 from .layers import CrossAttentionLayer, LayerStack, SelfAttentionLayer, gated_local_pool
@@ -170,8 +171,15 @@ class CFANetFR(nn.Module):
         size = tuple(feats_d[-1].shape[-2:])
         pos_cache: dict[tuple[int, int], torch.Tensor] = {}
         tokens, gates = [], []
+        # With checkpointing, GLP's full-resolution gate activations are recomputed
+        # in backward too: they hold about as much memory as the backbone's.
+        use_cp = checkpoint and (feats_d[0].requires_grad or feats_r[0].requires_grad)
         for i in reversed(range(len(feats_d))):
-            pooled, gate = gated_local_pool(feats_d[i], feats_r[i], self.weight_pool[i], size)
+            args = (feats_d[i], feats_r[i], self.weight_pool[i], size)
+            if use_cp:
+                pooled, gate = cp.checkpoint(gated_local_pool, *args, use_reentrant=False)
+            else:
+                pooled, gate = gated_local_pool(*args)
             gates.append(gate)
             grid = tuple(pooled.shape[-2:])
             if grid not in pos_cache:

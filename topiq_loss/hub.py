@@ -17,7 +17,6 @@ import pickle
 import urllib.request
 import uuid
 import warnings
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -165,6 +164,10 @@ def download_weights(
         # Another process may have finished the download while we waited.
         if _cached_file_ok(dest, entry):
             return dest
+        # Only the lock holder writes partial files: any left now were abandoned by a
+        # process killed mid-download.
+        for stale in folder.glob(f"{entry.filename}.*.partial"):
+            stale.unlink(missing_ok=True)
         failures = []
         for url in _candidate_urls(entry):
             logger.info("downloading %s from %s", entry.filename, url)
@@ -205,7 +208,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             f"`weights` file {path} was refused: it is not a plain tensor checkpoint "
             f"(loaded with weights_only=True, which never runs pickled code): {exc}"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, UnicodeDecodeError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - weights_only ran no code; any failure means a bad file
         raise WeightsError(
             f"`weights` file {path} is not a readable PyTorch checkpoint "
             f"({type(exc).__name__}: {exc})"
