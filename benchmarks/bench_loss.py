@@ -84,9 +84,8 @@ def build_rows(device: str, with_compile: bool) -> list[tuple[str, Step, set[int
     rows.append(("topiq_loss fp32 checkpoint", lambda p, t: ck(p, t), ptrs(loss.net)))
     cl_net = CFANetFR()
     cl_net.load_state_dict(state)
-    cl = TOPIQLoss(net=cl_net).to(device, memory_format=torch.channels_last)
-    cl_fmt = lambda x: x.contiguous(memory_format=torch.channels_last)  # noqa: E731
-    rows.append(("topiq_loss fp32 channels_last", lambda p, t: cl(cl_fmt(p), cl_fmt(t)), ptrs(cl.net)))
+    cl = TOPIQLoss(net=cl_net, channels_last=True).to(device)
+    rows.append(("topiq_loss fp32 channels_last=True", lambda p, t: cl(p, t), ptrs(cl.net)))
     if device == "cuda":
         def amp(p, t, fn=loss):
             with torch.autocast("cuda", dtype=torch.bfloat16):

@@ -183,3 +183,14 @@ def shared_keys():
         keys[name] = [int(v) for v in shape_txt.strip("[]").split(",") if v.strip()]
         keys[name] = (keys[name], dtype)
     return keys
+
+
+def test_channels_last_option_keeps_scores(net):
+    import copy
+
+    target = smooth_images(2, 48, 40, seed=15)
+    pred = distort(target, 16)
+    cl = TOPIQLoss(net=copy.deepcopy(net), channels_last=True)
+    assert cl.net.semantic_model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert torch.allclose(cl.score(pred, target), topiq_fr(pred, target, net=net), atol=1e-5)

@@ -61,6 +61,11 @@ class TOPIQLoss(nn.Module):
             Faster, but input gradients drift (cosine to fp32 measured 0.971 bf16,
             0.998 fp16 on CPU); by default the backbone stays float32 and only the
             attention head follows autocast (cosine 0.9999).
+        channels_last: store the backbone's convolution weights channels-last (applies
+            to the network in place, including a given ``net``). Measured 1.25x faster
+            forward+backward on CPU; input gradients are as close to float64 as the
+            default's, but differ from the reference implementation's by ~1% (the
+            loss's gradient is sensitive to rounding where features nearly coincide).
         keep_in_state_dict: register the network as a submodule so its weights are
             saved in (and required by) the parent's ``state_dict``.
         cache_dir: where official weights are cached (default torch.hub's).
@@ -84,6 +89,7 @@ class TOPIQLoss(nn.Module):
         input_range: tuple[float, float] = (0.0, 1.0),
         checkpoint: bool = False,
         amp_backbone: bool = False,
+        channels_last: bool = False,
         keep_in_state_dict: bool = False,
         cache_dir: str | os.PathLike[str] | None = None,
         progress: bool = True,
@@ -104,6 +110,8 @@ class TOPIQLoss(nn.Module):
                 raise TypeError(f"`net` must be a CFANetFR; got {type(net).__name__}")
             net.requires_grad_(False).eval()
             self.weights_name = "given network"
+        if channels_last:
+            net.semantic_model.to(memory_format=torch.channels_last)
         if self.keep_in_state_dict:
             self._net = net
         else:
