@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from pyiqa_oracle import build_reference_fr  # noqa: E402
 from seeded_weights import seeded_state_dict  # noqa: E402
+from weights_server import start_server  # noqa: E402
 
 from topiq_loss import CFANetFR, TOPIQLoss  # noqa: E402
 
@@ -78,3 +79,21 @@ def smooth_images(n: int, h: int, w: int, seed: int) -> torch.Tensor:
 def distort(x: torch.Tensor, seed: int, level: float = 0.1) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return (x + level * torch.randn(x.shape, generator=g)).clamp(0, 1)
+
+
+@pytest.fixture()
+def server():
+    """A weights HTTP server on 127.0.0.1 (see weights_server.py), stopped after the test."""
+    state, srv = start_server()
+    yield state
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture()
+def fresh_hub_state(monkeypatch):
+    """Act as a new process for the hub: nothing verified yet, no mirror set."""
+    import topiq_loss.hub as hub
+
+    monkeypatch.setattr(hub, "_verified", {})
+    monkeypatch.delenv(hub.MIRROR_ENV, raising=False)

@@ -11,22 +11,10 @@ import torch
 import topiq_loss.hub as hub
 from topiq_loss import TOPIQLoss, WeightsEntry, WeightsError, download_weights, read_state_dict
 from topiq_loss.weights import WEIGHTS
-from weights_server import ServedFile, closed_port, hash_named, start_server
+from weights_server import ServedFile, closed_port, hash_named
 
 
-@pytest.fixture()
-def server():
-    state, srv = start_server()
-    yield state
-    srv.shutdown()
-    srv.server_close()
-
-
-@pytest.fixture(autouse=True)
-def _fresh_process_state(monkeypatch):
-    # Each test acts as a new process: nothing verified yet, no mirror.
-    monkeypatch.setattr(hub, "_verified", {})
-    monkeypatch.delenv(hub.MIRROR_ENV, raising=False)
+pytestmark = pytest.mark.usefixtures("fresh_hub_state")
 
 
 def _checkpoint_bytes(tensors: dict[str, torch.Tensor]) -> bytes:

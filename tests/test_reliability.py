@@ -17,23 +17,12 @@ import torch
 
 import topiq_loss.hub as hub
 from topiq_loss import TOPIQLoss, WeightsEntry, WeightsError, download_weights, read_state_dict
-from weights_server import ServedFile, hash_named, start_server
+from weights_server import ServedFile, hash_named
 
 TESTS = Path(__file__).parent
 
 
-@pytest.fixture()
-def server():
-    state, srv = start_server()
-    yield state
-    srv.shutdown()
-    srv.server_close()
-
-
-@pytest.fixture(autouse=True)
-def _fresh_process_state(monkeypatch):
-    monkeypatch.setattr(hub, "_verified", {})
-    monkeypatch.delenv(hub.MIRROR_ENV, raising=False)
+pytestmark = pytest.mark.usefixtures("fresh_hub_state")
 
 
 @pytest.fixture(scope="module")
