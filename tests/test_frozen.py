@@ -53,8 +53,8 @@ def test_training_step_moves_no_loss_state(gen):
         loss.backward()
         opt.step()
     assert gen.body.weight.grad is not None and gen.body.weight.grad.abs().sum() > 0
-    assert all(torch.equal(a, b) for a, b in zip(before, _bn_stats(gen.perceptual)))
-    assert all(torch.equal(a, b) for a, b in zip(params_before, gen.perceptual.net.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before, _bn_stats(gen.perceptual), strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(params_before, gen.perceptual.net.parameters(), strict=True))
     assert all(p.grad is None for p in gen.perceptual.net.parameters())
 
 

@@ -92,7 +92,7 @@ def test_layouts_and_grad_flags_give_the_contiguous_fp32_score(net, layout, grad
     assert torch.allclose(s.detach(), want, atol=1e-5)
     if grad[0] or grad[1]:
         s.sum().backward()
-        for x, flag in zip((p, t), grad):
+        for x, flag in zip((p, t), grad, strict=True):
             assert (x.grad is not None and torch.isfinite(x.grad).all()) if flag else x.grad is None
 
 

@@ -102,7 +102,7 @@ def test_checkpointing_also_with_target_requiring_grad(net):
         p, t = pred.clone().requires_grad_(True), target.clone().requires_grad_(True)
         topiq_fr_loss(p, t, net=net, checkpoint=ckpt).backward()
         out.append((p.grad, t.grad))
-    for a, b in zip(*out):
+    for a, b in zip(*out, strict=True):
         assert ((a - b).norm() / a.norm()).item() <= 1e-6
 
 

@@ -190,7 +190,7 @@ class CFANetFR(nn.Module):
 
         cross = []
         query = tokens[0]
-        for blk, memory in zip(self.attn_blks, tokens[1:]):
+        for blk, memory in zip(self.attn_blks, tokens[1:], strict=True):
             if need_maps:
                 cross.append(_attention_received(blk.layers[0], query, memory, size))
             query = blk(query, memory)
