@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from pyiqa_oracle import build_reference_fr  # noqa: E402
 from seeded_weights import seeded_state_dict  # noqa: E402
-from weights_server import start_server  # noqa: E402
+from weights_server import checkpoint_bytes, start_server  # noqa: E402
 
 from topiq_loss import CFANetFR, TOPIQLoss  # noqa: E402
 
@@ -39,6 +39,12 @@ torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
 @pytest.fixture(scope="session")
 def seeded_state() -> dict[str, torch.Tensor]:
     return seeded_state_dict(CFANetFR().state_dict())
+
+
+@pytest.fixture(scope="session")
+def seeded_checkpoint(seeded_state) -> bytes:
+    """The seeded weights as the bytes of an official-style ``{"params": ...}`` file."""
+    return checkpoint_bytes(seeded_state)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 
 import pytest
 import torch
@@ -10,23 +9,13 @@ import torch
 import topiq_loss.hub as hub
 from topiq_loss import TOPIQLoss, WeightsEntry, WeightsError, download_weights, read_state_dict
 from topiq_loss.weights import WEIGHTS
-from weights_server import ServedFile, closed_port, hash_named
+from weights_server import ServedFile, checkpoint_bytes, closed_port, entry_for, hash_named
 
 
 pytestmark = pytest.mark.usefixtures("fresh_hub_state")
 
 
-def _checkpoint_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
-    buf = io.BytesIO()
-    torch.save({"params": tensors}, buf)
-    return buf.getvalue()
-
-
-SMALL = _checkpoint_bytes({"w": torch.arange(10.0)})
-
-
-def _entry(name: str, urls: list[str]) -> WeightsEntry:
-    return WeightsEntry(name="test", filename=name, sha256_prefix=name.rsplit("-", 1)[1][:8], urls=tuple(urls))
+SMALL = checkpoint_bytes({"w": torch.arange(10.0)})
 
 
 def _leftovers(folder) -> list[str]:
@@ -36,7 +25,7 @@ def _leftovers(folder) -> list[str]:
 def test_download_then_cache_hit(server, tmp_path):
     name = hash_named("small", SMALL)
     server.files[name] = ServedFile(SMALL)
-    entry = _entry(name, [server.url(name)])
+    entry = entry_for(name, server.url(name))
     path = download_weights(entry, cache_dir=tmp_path, progress=False)
     assert path == tmp_path / name and path.read_bytes() == SMALL
     assert server.hits(name) == 1
@@ -51,7 +40,7 @@ def test_wrong_hash_rejected_and_nothing_cached(server, tmp_path):
     name = "small-00000000.pth"
     server.files[name] = ServedFile(SMALL)
     with pytest.raises(WeightsError, match=r"sha256 mismatch: got [0-9a-f]{8}\.\.\., expected 00000000"):
-        download_weights(_entry(name, [server.url(name)]), cache_dir=tmp_path, progress=False)
+        download_weights(entry_for(name, server.url(name)), cache_dir=tmp_path, progress=False)
     assert _leftovers(tmp_path) == []
 
 
@@ -59,7 +48,7 @@ def test_first_url_down_second_used(server, tmp_path):
     name = hash_named("small", SMALL)
     server.files[name] = ServedFile(SMALL)
     server.files["down/" + name] = ServedFile(b"", status=503)
-    entry = _entry(name, [server.url("down/" + name), server.url(name)])
+    entry = entry_for(name, server.url("down/" + name), server.url(name))
     path = download_weights(entry, cache_dir=tmp_path, progress=False)
     assert path.read_bytes() == SMALL
     assert server.requests == ["/down/" + name, "/" + name]
@@ -69,10 +58,10 @@ def test_truncated_download_leaves_nothing(server, tmp_path):
     name = hash_named("small", SMALL)
     server.files[name] = ServedFile(SMALL, truncate_at=100)
     with pytest.raises(WeightsError):
-        download_weights(_entry(name, [server.url(name)]), cache_dir=tmp_path, progress=False)
+        download_weights(entry_for(name, server.url(name)), cache_dir=tmp_path, progress=False)
     assert _leftovers(tmp_path) == []
     server.files[name] = ServedFile(SMALL)
-    assert download_weights(_entry(name, [server.url(name)]), cache_dir=tmp_path, progress=False).read_bytes() == SMALL
+    assert download_weights(entry_for(name, server.url(name)), cache_dir=tmp_path, progress=False).read_bytes() == SMALL
 
 
 def test_mirror_env_is_tried_first(server, tmp_path, monkeypatch):
@@ -80,7 +69,7 @@ def test_mirror_env_is_tried_first(server, tmp_path, monkeypatch):
     server.files["mirror/" + name] = ServedFile(SMALL)
     monkeypatch.setenv(hub.MIRROR_ENV, server.url("mirror"))
     dead = f"http://127.0.0.1:{closed_port()}/{name}"
-    download_weights(_entry(name, [dead]), cache_dir=tmp_path, progress=False)
+    download_weights(entry_for(name, dead), cache_dir=tmp_path, progress=False)
     assert server.requests == ["/mirror/" + name]
 
 
@@ -89,7 +78,7 @@ def test_unreachable_gives_actionable_error(tmp_path):
     name = hash_named("small", SMALL)
     urls = [f"http://127.0.0.1:{port}/a/{name}", f"http://127.0.0.1:{port}/b/{name}"]
     with pytest.raises(WeightsError) as info:
-        download_weights(_entry(name, urls), cache_dir=tmp_path, progress=False)
+        download_weights(entry_for(name, *urls), cache_dir=tmp_path, progress=False)
     msg = str(info.value)
     for needle in (*urls, str(tmp_path / name), "weights=", hub.MIRROR_ENV):
         assert needle in msg
@@ -112,16 +101,10 @@ def test_official_entries_name_both_hosts_in_offline_error(tmp_path, monkeypatch
     assert official.sha256_prefix == "2c4cc61d" and WEIGHTS["pipal"].sha256_prefix == "69bbe5ba"
 
 
-@pytest.fixture(scope="module")
-def full_checkpoint(seeded_state):
-    """The seeded (untrained) state dict as an official-style checkpoint file's bytes."""
-    return _checkpoint_bytes(seeded_state)
-
-
-def test_topiq_loss_downloads_registry_weights_end_to_end(server, tmp_path, monkeypatch, full_checkpoint, net):
-    name = hash_named("cfanet_fr_test_res50", full_checkpoint)
-    server.files[name] = ServedFile(full_checkpoint)
-    monkeypatch.setitem(WEIGHTS, "kadid", _entry(name, [server.url(name)]))
+def test_topiq_loss_downloads_registry_weights_end_to_end(server, tmp_path, monkeypatch, seeded_checkpoint, net):
+    name = hash_named("cfanet_fr_test_res50", seeded_checkpoint)
+    server.files[name] = ServedFile(seeded_checkpoint)
+    monkeypatch.setitem(WEIGHTS, "kadid", entry_for(name, server.url(name)))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     loss_fn = TOPIQLoss(progress=True)  # default weights, default cache dir (TORCH_HOME)
     assert (tmp_path / "torch_home" / "hub" / "checkpoints" / name).is_file()

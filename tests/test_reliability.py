@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import signal
@@ -16,8 +15,8 @@ import pytest
 import torch
 
 import topiq_loss.hub as hub
-from topiq_loss import TOPIQLoss, WeightsEntry, WeightsError, download_weights, read_state_dict
-from weights_server import ServedFile, hash_named
+from topiq_loss import TOPIQLoss, WeightsError, download_weights, read_state_dict
+from weights_server import ServedFile, entry_for, hash_named
 
 TESTS = Path(__file__).parent
 
@@ -25,24 +24,15 @@ TESTS = Path(__file__).parent
 pytestmark = pytest.mark.usefixtures("fresh_hub_state")
 
 
-@pytest.fixture(scope="module")
-def checkpoint_bytes(seeded_state) -> bytes:
-    buf = io.BytesIO()
-    torch.save({"params": seeded_state}, buf)
-    return buf.getvalue()
-
-
-def _entry(name: str, url: str) -> WeightsEntry:
-    return WeightsEntry("kadid", name, name.rsplit("-", 1)[1][:8], (url,))
-
-
 WORKER = textwrap.dedent(
     """
     import sys, torch
     import topiq_loss.weights as w
-    from topiq_loss import TOPIQLoss, WeightsEntry
+    from topiq_loss import TOPIQLoss
     name, url = sys.argv[1], sys.argv[2]
-    w.WEIGHTS["kadid"] = WeightsEntry("kadid", name, name.rsplit("-", 1)[1][:8], (url,))
+    sys.path.insert(0, sys.argv[3])
+    from weights_server import entry_for
+    w.WEIGHTS["kadid"] = entry_for(name, url)
     torch.set_num_threads(1)
     loss = TOPIQLoss(progress=False)   # default weights, default (TORCH_HOME) cache
     g = torch.Generator().manual_seed(0)
@@ -60,12 +50,12 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def test_eight_processes_first_use_download_once(server, tmp_path, checkpoint_bytes, net):
-    name = hash_named("cfanet_fr_test_res50", checkpoint_bytes)
-    server.files[name] = ServedFile(checkpoint_bytes, chunk_delay=0.0005)
+def test_eight_processes_first_use_download_once(server, tmp_path, seeded_checkpoint, net):
+    name = hash_named("cfanet_fr_test_res50", seeded_checkpoint)
+    server.files[name] = ServedFile(seeded_checkpoint, chunk_delay=0.0005)
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WORKER, name, server.url(name)],
+            [sys.executable, "-c", WORKER, name, server.url(name), str(TESTS)],
             env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         for _ in range(8)
@@ -80,7 +70,7 @@ def test_eight_processes_first_use_download_once(server, tmp_path, checkpoint_by
     assert len(scores) == 1 and abs(scores.pop() - want) < 1e-6
     cache = tmp_path / "torch_home" / "hub" / "checkpoints"
     assert sorted(p.name for p in cache.iterdir()) == [name, name + ".lock"]
-    assert (cache / name).read_bytes() == checkpoint_bytes
+    assert (cache / name).read_bytes() == seeded_checkpoint
     assert server.hits(name) == 1  # the lock file serialises the first download
 
 
@@ -91,14 +81,15 @@ def test_killed_download_leaves_nothing_valid_and_next_run_recovers(server, tmp_
     script = textwrap.dedent(
         """
         import sys
-        from pathlib import Path
-        from topiq_loss import WeightsEntry, download_weights
+        from topiq_loss import download_weights
         name, url, cache = sys.argv[1], sys.argv[2], sys.argv[3]
-        download_weights(WeightsEntry("t", name, name.rsplit("-", 1)[1][:8], (url,)), cache_dir=cache, progress=False)
+        sys.path.insert(0, sys.argv[4])
+        from weights_server import entry_for
+        download_weights(entry_for(name, url), cache_dir=cache, progress=False)
         """
     )
     cache = tmp_path / "cache"
-    proc = subprocess.Popen([sys.executable, "-c", script, name, server.url(name), str(cache)])
+    proc = subprocess.Popen([sys.executable, "-c", script, name, server.url(name), str(cache), str(TESTS)])
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not any(cache.glob("*.partial")):
         time.sleep(0.02)
@@ -106,7 +97,7 @@ def test_killed_download_leaves_nothing_valid_and_next_run_recovers(server, tmp_
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert not (cache / name).exists()  # nothing under the final name
-    path = download_weights(_entry(name, server.url(name)), cache_dir=cache, progress=False)
+    path = download_weights(entry_for(name, server.url(name)), cache_dir=cache, progress=False)
     assert path.read_bytes() == data
     assert sorted(p.name for p in cache.iterdir()) == [name, name + ".lock"]  # stale partial removed
 
@@ -116,7 +107,7 @@ def test_corrupt_cached_file_is_detected_removed_and_redownloaded(server, tmp_pa
     data = os.urandom(200_000)
     name = hash_named("w", data)
     server.files[name] = ServedFile(data)
-    entry = _entry(name, server.url(name))
+    entry = entry_for(name, server.url(name))
     path = download_weights(entry, cache_dir=tmp_path, progress=False)
     raw = bytearray(path.read_bytes())
     if damage == "truncate":
@@ -134,7 +125,7 @@ def test_cached_file_hashed_once_per_process(server, tmp_path, monkeypatch):
     data = os.urandom(10_000)
     name = hash_named("w", data)
     server.files[name] = ServedFile(data)
-    entry = _entry(name, server.url(name))
+    entry = entry_for(name, server.url(name))
     download_weights(entry, cache_dir=tmp_path, progress=False)
     calls = []
     real = hub._sha256

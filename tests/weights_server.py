@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import io
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
+
+import torch
+
+from topiq_loss import WeightsEntry
 
 
 @dataclass
@@ -71,6 +76,18 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def checkpoint_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
+    """``torch.save({"params": tensors})`` as bytes: the official files' layout."""
+    buf = io.BytesIO()
+    torch.save({"params": tensors}, buf)
+    return buf.getvalue()
+
+
+def entry_for(name: str, *urls: str) -> WeightsEntry:
+    """A registry entry for a test file named by :func:`hash_named`, served at ``urls``."""
+    return WeightsEntry(name="test", filename=name, sha256_prefix=name.rsplit("-", 1)[1][:8], urls=urls)
 
 
 def hash_named(stem: str, data: bytes) -> str:
