@@ -137,7 +137,8 @@ class CFANetFR(nn.Module):
         device = dist.device.type
         if not amp_backbone and torch.is_autocast_enabled(device):
             with torch.autocast(device, enabled=False):
-                return self.extract(dist.float(), ref.float(), checkpoint, amp_backbone=True)
+                dtype = self.mean.dtype  # the network's own precision, not a fixed float32
+                return self.extract(dist.to(dtype), ref.to(dtype), checkpoint, amp_backbone=True)
         dist, ref = self.normalize(dist), self.normalize(ref)
         if torch.is_grad_enabled() and not ref.requires_grad:
             # The reference needs no graph: skip storing its activations.
