@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import logging
 
+from .adapters import (
+    DenoiseLoss,
+    GeneratorLoss,
+    SRLoss,
+    adversarial_d_loss,
+    adversarial_g_loss,
+    pixel_loss,
+)
 from .backbone import ResNet50Features
 from .cfanet import CFANetFeatures, CFANetFR
 from .functional import topiq_fr, topiq_fr_features, topiq_fr_loss
 from .hub import WeightsError, default_cache_dir, download_weights, read_state_dict
 from .loss import TOPIQLoss, build_network
+from .maps import LEVELS, QualityMaps, quality_maps, render_maps
 from .weights import DEFAULT_WEIGHTS, WEIGHTS, WeightsEntry
 
 __version__ = "0.1.0"
@@ -17,15 +26,25 @@ __all__ = [
     "CFANetFR",
     "CFANetFeatures",
     "DEFAULT_WEIGHTS",
+    "DenoiseLoss",
+    "GeneratorLoss",
+    "LEVELS",
+    "QualityMaps",
     "ResNet50Features",
+    "SRLoss",
     "TOPIQLoss",
     "WEIGHTS",
     "WeightsEntry",
     "WeightsError",
+    "adversarial_d_loss",
+    "adversarial_g_loss",
     "build_network",
     "default_cache_dir",
     "download_weights",
+    "pixel_loss",
+    "quality_maps",
     "read_state_dict",
+    "render_maps",
     "topiq_fr",
     "topiq_fr_features",
     "topiq_fr_loss",

@@ -1,0 +1,391 @@
+"""Ready-made losses for restoration training: super-resolution, denoising, GANs.
+
+Each adapter mixes a pixel term with the TOPIQ term by plain weights and exposes
+``terms(...)`` (a dict of the unweighted parts, for logging) beside ``forward``.
+All take a :class:`~topiq_loss.TOPIQLoss` via ``topiq=`` so one frozen network can be
+shared, or build one from ``weights=`` and the other TOPIQLoss options.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import _checks
+from .functional import Reduction, reduce_loss
+from .loss import TOPIQLoss
+
+__all__ = [
+    "DenoiseLoss",
+    "GeneratorLoss",
+    "SRLoss",
+    "adversarial_d_loss",
+    "adversarial_g_loss",
+    "pixel_loss",
+]
+
+PixelKind = Literal["l1", "charbonnier", "mse"]
+AdversarialKind = Literal["nsgan", "hinge", "ragan"]
+PIXEL_KINDS = ("l1", "charbonnier", "mse")
+ADVERSARIAL_KINDS = ("nsgan", "hinge", "ragan")
+
+
+def _check_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {choices}; got {value!r}")
+    return str(value)
+
+
+def _check_weight(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"`{name}` must be a real number >= 0; got {value!r}")
+    return float(value)
+
+
+def pixel_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    kind: PixelKind = "l1",
+    reduction: Reduction = "mean",
+    eps: float = 1e-3,
+) -> torch.Tensor:
+    """Per-pixel fidelity, averaged over (C, H, W) per sample, then reduced over the batch.
+
+    ``"charbonnier"`` is ``sqrt((pred - target)^2 + eps^2)``, a smooth L1.
+
+    Shape:
+        - pred, target: (N, C, H, W), same shape.
+        - Output: scalar, or (N,) with ``reduction="none"``.
+    """
+    kind = _check_choice(kind, "kind", PIXEL_KINDS)  # type: ignore[assignment]
+    diff = pred - target
+    if kind == "l1":
+        err = diff.abs()
+    elif kind == "mse":
+        err = diff.square()
+    else:
+        err = torch.sqrt(diff.square() + eps * eps)
+    return reduce_loss(err.flatten(1).mean(dim=1), reduction)
+
+
+def _topiq_from(topiq: TOPIQLoss | None, topiq_kwargs: dict[str, Any]) -> TOPIQLoss:
+    for key in ("loss_weight", "reduction"):
+        if key in topiq_kwargs:
+            raise ValueError(
+                f"`{key}` is not a TOPIQLoss option here: the adapter weights the TOPIQ term "
+                f"with `topiq_weight` and reduces with its own `reduction`"
+            )
+    if topiq is None:
+        return TOPIQLoss(reduction="none", **topiq_kwargs)
+    if not isinstance(topiq, TOPIQLoss):
+        raise TypeError(f"`topiq` must be a TOPIQLoss; got {type(topiq).__name__}")
+    if topiq_kwargs:
+        raise ValueError(
+            f"give either `topiq` or TOPIQLoss options, not both; got topiq and {sorted(topiq_kwargs)}"
+        )
+    return topiq
+
+
+class _MixedLoss(nn.Module):
+    """``pixel_weight * pixel + topiq_weight * topiq``; subclasses choose what is compared."""
+
+    def __init__(
+        self,
+        pixel: PixelKind | None,
+        pixel_weight: float,
+        topiq_weight: float,
+        reduction: Reduction,
+        topiq: TOPIQLoss | None,
+        topiq_kwargs: dict[str, Any],
+    ) -> None:
+        super().__init__()
+        self.pixel = None if pixel is None else _check_choice(pixel, "pixel", PIXEL_KINDS)
+        self.pixel_weight = _check_weight(pixel_weight, "pixel_weight")
+        self.topiq_weight = _check_weight(topiq_weight, "topiq_weight")
+        self.reduction = _checks.check_reduction(reduction)
+        # A submodule: it keeps its network out of state_dict()/parameters() itself.
+        self.topiq = _topiq_from(topiq, topiq_kwargs)
+
+    def _mix(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        terms: dict[str, torch.Tensor] = {}
+        total = pred.new_zeros(pred.shape[0])
+        if self.pixel is not None and self.pixel_weight > 0:
+            terms["pixel"] = pixel_loss(pred, target, self.pixel, reduction="none")  # type: ignore[arg-type]
+            total = total + self.pixel_weight * terms["pixel"]
+        if self.topiq_weight > 0:
+            # 1 - score per sample; the TOPIQLoss's own loss_weight/reduction are not used.
+            terms["topiq"] = 1.0 - self.topiq.score(pred, target)
+            total = total + self.topiq_weight * terms["topiq"]
+        terms = {k: reduce_loss(v, self.reduction) for k, v in terms.items()}  # type: ignore[arg-type]
+        terms["total"] = reduce_loss(total, self.reduction)  # type: ignore[arg-type]
+        return terms
+
+    def train(self, mode: bool = True) -> _MixedLoss:
+        """No-op: holds only the frozen TOPIQ network, which stays in eval mode."""
+        return super().train(False)
+
+
+class SRLoss(_MixedLoss):
+    """Super-resolution loss: pixel (L1 / Charbonnier / MSE) + TOPIQ, for x``scale`` models.
+
+    The target is cropped when its size differs from the output's by less than
+    ``scale`` pixels (an HR image whose size is not a multiple of ``scale``);
+    larger mismatches raise. With ``shave=True``, ``scale`` pixels are removed on
+    every border of both before comparing, as SR benchmarks do.
+
+    Args:
+        scale: the upscaling factor (>= 1).
+        pixel: ``"l1"`` (default), ``"charbonnier"``, ``"mse"`` or ``None`` (no pixel term).
+        pixel_weight, topiq_weight: weights of the two terms (>= 0).
+        shave: crop ``scale`` border pixels before both terms.
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"`` over the batch.
+        topiq: a :class:`TOPIQLoss` to share; else one is built from ``topiq_kwargs``
+            (``weights=``, ``input_range=``, ``checkpoint=``, ...).
+
+    Shape:
+        - sr: (N, C, H, W) network output, C in (1, 3), values in ``input_range``.
+        - hr: (N, C, H', W') with 0 <= |H' - H|, |W' - W| < scale.
+        - Output: scalar, or (N,) with ``reduction="none"``.
+
+    Example:
+        >>> loss_fn = SRLoss(scale=4, pixel="charbonnier", topiq_weight=0.1)  # doctest: +SKIP
+        >>> loss = loss_fn(net(lr), hr)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        scale: int,
+        pixel: PixelKind | None = "l1",
+        pixel_weight: float = 1.0,
+        topiq_weight: float = 1.0,
+        shave: bool = False,
+        reduction: Reduction = "mean",
+        topiq: TOPIQLoss | None = None,
+        **topiq_kwargs: Any,
+    ) -> None:
+        if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+            raise ValueError(f"`scale` must be an integer >= 1; got {scale!r}")
+        super().__init__(pixel, pixel_weight, topiq_weight, reduction, topiq, topiq_kwargs)
+        self.scale = scale
+        self.shave = bool(shave)
+
+    def extra_repr(self) -> str:
+        return (
+            f"scale={self.scale}, pixel={self.pixel!r}, pixel_weight={self.pixel_weight}, "
+            f"topiq_weight={self.topiq_weight}, shave={self.shave}, reduction={self.reduction!r}"
+        )
+
+    def align(self, sr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The crops of ``sr`` and ``hr`` that are compared (rounding crop, then shave)."""
+        for name, x in (("sr", sr), ("hr", hr)):
+            if not isinstance(x, torch.Tensor) or x.dim() != 4:
+                got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+                raise ValueError(f"`{name}` must be a (N, C, H, W) tensor; got {got}")
+        if sr.shape[:2] != hr.shape[:2]:
+            raise ValueError(
+                f"`sr` and `hr` must have the same batch size and channels; got "
+                f"{tuple(sr.shape)} and {tuple(hr.shape)}"
+            )
+        dh, dw = hr.shape[-2] - sr.shape[-2], hr.shape[-1] - sr.shape[-1]
+        if abs(dh) >= self.scale or abs(dw) >= self.scale:
+            raise ValueError(
+                f"`sr` {tuple(sr.shape)} and `hr` {tuple(hr.shape)} differ by more than the "
+                f"rounding of scale={self.scale} allows (< {self.scale} pixels per side)"
+            )
+        h, w = min(sr.shape[-2], hr.shape[-2]), min(sr.shape[-1], hr.shape[-1])
+        sr, hr = sr[..., :h, :w], hr[..., :h, :w]
+        if self.shave:
+            s = self.scale
+            if h - 2 * s < _checks.MIN_SIZE or w - 2 * s < _checks.MIN_SIZE:
+                raise ValueError(
+                    f"patches are {h}x{w}; after shaving {s} border pixels (shave=True, "
+                    f"scale={s}) they are {h - 2 * s}x{w - 2 * s}, but TOPIQ needs at least "
+                    f"{_checks.MIN_SIZE}x{_checks.MIN_SIZE}: use patches of at least "
+                    f"{_checks.MIN_SIZE + 2 * s} pixels or shave=False"
+                )
+            sr, hr = sr[..., s:-s, s:-s], hr[..., s:-s, s:-s]
+        return sr, hr
+
+    def terms(self, sr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{"pixel", "topiq", "total"}`` (unweighted parts, weighted total), reduced."""
+        return self._mix(*self.align(sr, hr))
+
+    def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        """Weighted loss of the SR output ``sr`` against the ground truth ``hr``."""
+        return self.terms(sr, hr)["total"]
+
+
+class DenoiseLoss(_MixedLoss):
+    """Denoising loss: pixel + TOPIQ on the clean estimate.
+
+    A denoiser predicts either the clean image (``predicts="clean"``) or the noise
+    residual (``predicts="residual"``, DnCNN-style), in which case the clean
+    estimate is ``noisy - output`` and ``noisy`` must be given.
+
+    Args:
+        predicts: ``"clean"`` or ``"residual"``.
+        pixel, pixel_weight, topiq_weight, reduction, topiq, topiq_kwargs: as :class:`SRLoss`.
+
+    Shape:
+        - output, clean, noisy: (N, C, H, W), same shape, H, W >= 32.
+        - Output: scalar, or (N,) with ``reduction="none"``.
+    """
+
+    def __init__(
+        self,
+        predicts: Literal["clean", "residual"] = "clean",
+        pixel: PixelKind | None = "l1",
+        pixel_weight: float = 1.0,
+        topiq_weight: float = 1.0,
+        reduction: Reduction = "mean",
+        topiq: TOPIQLoss | None = None,
+        **topiq_kwargs: Any,
+    ) -> None:
+        predicts_ = _check_choice(predicts, "predicts", ("clean", "residual"))
+        super().__init__(pixel, pixel_weight, topiq_weight, reduction, topiq, topiq_kwargs)
+        self.predicts = predicts_
+
+    def extra_repr(self) -> str:
+        return (
+            f"predicts={self.predicts!r}, pixel={self.pixel!r}, pixel_weight={self.pixel_weight}, "
+            f"topiq_weight={self.topiq_weight}, reduction={self.reduction!r}"
+        )
+
+    def estimate(self, output: torch.Tensor, noisy: torch.Tensor | None = None) -> torch.Tensor:
+        """The clean-image estimate: ``output``, or ``noisy - output`` for residual models."""
+        if self.predicts == "clean":
+            return output
+        if noisy is None:
+            raise ValueError("`noisy` is required with predicts='residual' (clean = noisy - output)")
+        if not isinstance(noisy, torch.Tensor) or noisy.shape != output.shape:
+            got = tuple(noisy.shape) if isinstance(noisy, torch.Tensor) else type(noisy).__name__
+            raise ValueError(f"`noisy` must have the shape of `output` {tuple(output.shape)}; got {got}")
+        return noisy - output
+
+    def terms(
+        self, output: torch.Tensor, clean: torch.Tensor, noisy: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """``{"pixel", "topiq", "total"}`` (unweighted parts, weighted total), reduced."""
+        est = self.estimate(output, noisy)
+        _checks.check_pair(est, clean, pred_name="output", target_name="clean")
+        return self._mix(est, clean)
+
+    def forward(
+        self, output: torch.Tensor, clean: torch.Tensor, noisy: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Weighted loss of the denoiser's ``output`` against the ``clean`` image."""
+        return self.terms(output, clean, noisy)["total"]
+
+
+def _check_logits(x: object, name: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.numel() == 0:
+        got = f"dtype {x.dtype}, shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"`{name}` must be a non-empty floating-point tensor of raw logits; got {got}")
+    return x
+
+
+def adversarial_g_loss(
+    fake_logits: torch.Tensor,
+    real_logits: torch.Tensor | None = None,
+    kind: AdversarialKind = "nsgan",
+) -> torch.Tensor:
+    """Generator's adversarial loss from raw discriminator logits (scalar).
+
+    - ``"nsgan"``: non-saturating, ``softplus(-D(fake))``.
+    - ``"hinge"``: ``-D(fake)``.
+    - ``"ragan"``: relativistic average (ESRGAN): the mean of
+      ``BCE(D(real) - E[D(fake)], 0)`` and ``BCE(D(fake) - E[D(real)], 1)``; needs
+      ``real_logits`` (detach them in the generator step, as ESRGAN does).
+    """
+    kind = _check_choice(kind, "kind", ADVERSARIAL_KINDS)  # type: ignore[assignment]
+    fake = _check_logits(fake_logits, "fake_logits")
+    if kind == "nsgan":
+        return F.softplus(-fake).mean()
+    if kind == "hinge":
+        return -fake.mean()
+    if real_logits is None:
+        raise ValueError("`real_logits` is required for kind='ragan' (relativistic average)")
+    real = _check_logits(real_logits, "real_logits")
+    # BCE-with-logits against 0 is softplus(x), against 1 softplus(-x).
+    return 0.5 * (F.softplus(real - fake.mean()).mean() + F.softplus(-(fake - real.mean())).mean())
+
+
+def adversarial_d_loss(
+    real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: AdversarialKind = "nsgan"
+) -> torch.Tensor:
+    """Discriminator's loss matching :func:`adversarial_g_loss` (scalar).
+
+    Pass ``fake_logits`` computed on detached generator outputs.
+    """
+    kind = _check_choice(kind, "kind", ADVERSARIAL_KINDS)  # type: ignore[assignment]
+    real = _check_logits(real_logits, "real_logits")
+    fake = _check_logits(fake_logits, "fake_logits")
+    if kind == "nsgan":
+        return F.softplus(-real).mean() + F.softplus(fake).mean()
+    if kind == "hinge":
+        return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
+    return 0.5 * (F.softplus(-(real - fake.mean())).mean() + F.softplus(fake - real.mean()).mean())
+
+
+class GeneratorLoss(_MixedLoss):
+    """GAN generator objective: pixel + TOPIQ + adversarial, with named terms for logging.
+
+    Defaults follow ESRGAN's weights (pixel 1e-2, perceptual 1, adversarial 5e-3).
+
+    Args:
+        adversarial: ``"nsgan"`` | ``"hinge"`` | ``"ragan"`` (see :func:`adversarial_g_loss`).
+        adversarial_weight: weight of the adversarial term (>= 0).
+        pixel, pixel_weight, topiq_weight, topiq, topiq_kwargs: as :class:`SRLoss`.
+            The batch reduction is always the mean (adversarial terms are batch means).
+
+    Returns (forward):
+        ``(total, terms)``: the weighted sum (scalar, to backpropagate) and a dict of
+        detached unweighted terms ``"pixel"``, ``"topiq"``, ``"adversarial"`` and
+        ``"total"``, ready for a logger.
+
+    Example:
+        >>> g_loss = GeneratorLoss("ragan")  # doctest: +SKIP
+        >>> total, logs = g_loss(fake, real, d(fake), d(real).detach())  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        adversarial: AdversarialKind = "nsgan",
+        adversarial_weight: float = 5e-3,
+        pixel: PixelKind | None = "l1",
+        pixel_weight: float = 1e-2,
+        topiq_weight: float = 1.0,
+        topiq: TOPIQLoss | None = None,
+        **topiq_kwargs: Any,
+    ) -> None:
+        adv = _check_choice(adversarial, "adversarial", ADVERSARIAL_KINDS)
+        super().__init__(pixel, pixel_weight, topiq_weight, "mean", topiq, topiq_kwargs)
+        self.adversarial = adv
+        self.adversarial_weight = _check_weight(adversarial_weight, "adversarial_weight")
+
+    def extra_repr(self) -> str:
+        return (
+            f"adversarial={self.adversarial!r}, adversarial_weight={self.adversarial_weight}, "
+            f"pixel={self.pixel!r}, pixel_weight={self.pixel_weight}, topiq_weight={self.topiq_weight}"
+        )
+
+    def forward(
+        self,
+        fake: torch.Tensor,
+        real: torch.Tensor,
+        fake_logits: torch.Tensor,
+        real_logits: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``fake`` (N, C, H, W) generator output, ``real`` its ground truth, and the
+        discriminator's logits on them (``real_logits`` only for ``"ragan"``)."""
+        _checks.check_pair(fake, real, pred_name="fake", target_name="real")
+        terms = self._mix(fake, real)
+        adv = adversarial_g_loss(fake_logits, real_logits, self.adversarial)  # type: ignore[arg-type]
+        terms["adversarial"] = adv
+        total = terms["total"] + self.adversarial_weight * adv
+        logs = {k: v.detach() for k, v in terms.items()}
+        logs["total"] = total.detach()
+        return total, logs
