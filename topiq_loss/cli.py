@@ -1,4 +1,4 @@
-"""Command line: ``topiq-loss score DIST REF [--weights kadid|pipal|PATH]``."""
+"""Command line: ``topiq-loss score|map|demo`` (see ``topiq-loss --help``)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import torch
 
 from .hub import WeightsError
 from .loss import TOPIQLoss
+from .maps import render_maps
 from .weights import DEFAULT_WEIGHTS, WEIGHTS
 
 
@@ -51,6 +52,16 @@ def _parser() -> argparse.ArgumentParser:
         f"default {DEFAULT_WEIGHTS}",
     )
     s.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
+    m = sub.add_parser(
+        "map",
+        help="write a PNG of where TOPIQ-FR looks: GLP gates and cross-scale attention per level",
+    )
+    m.add_argument("dist", help="distorted / restored image")
+    m.add_argument("ref", help="reference image of the same size")
+    m.add_argument("-o", "--output", required=True, help="output PNG path")
+    m.add_argument("--weights", default=DEFAULT_WEIGHTS, type=_weights_arg, help="as for score")
+    m.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    m.add_argument("--panel", type=int, default=256, help="panel size in pixels (default 256)")
     d = sub.add_parser(
         "demo",
         help="score blur, noise and JPEG at three strengths on a real photograph "
@@ -115,6 +126,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{tuple(ref.shape[-2:])}"
             )
         loss_fn = TOPIQLoss(weights=args.weights).to(args.device)
+        if args.command == "map":
+            maps = loss_fn.quality_maps(dist.to(args.device), ref.to(args.device))
+            render_maps(dist, ref, maps, panel=args.panel).save(args.output, format="PNG")
+            print(f"{maps.score.item():.6f} -> {args.output}")
+            return 0
         with torch.no_grad():
             score = loss_fn.score(dist.to(args.device), ref.to(args.device))
     except (OSError, RuntimeError, ValueError, TypeError, WeightsError) as exc:

@@ -14,6 +14,7 @@ from . import _checks
 from .cfanet import CFANetFeatures, CFANetFR
 from .functional import Reduction, topiq_fr, topiq_fr_features, topiq_fr_loss
 from .hub import load_state_dict_checked, resolve_weights
+from .maps import QualityMaps, quality_maps
 from .weights import DEFAULT_WEIGHTS
 
 __all__ = ["TOPIQLoss", "build_network"]
@@ -172,3 +173,10 @@ class TOPIQLoss(nn.Module):
     def features(self, pred: torch.Tensor, target: torch.Tensor) -> CFANetFeatures:
         """Score with the GLP gates and cross-scale attention maps (native resolution)."""
         return topiq_fr_features(pred, target, net=self.net, input_range=self.input_range)
+
+    def quality_maps(self, pred: torch.Tensor, target: torch.Tensor) -> QualityMaps:
+        """Per-scale GLP gates and cross-scale attention, upsampled to (N, 1, H, W).
+
+        No gradients; see :class:`~topiq_loss.QualityMaps`.
+        """
+        return quality_maps(pred, target, net=self.net, input_range=self.input_range)
