@@ -1,0 +1,147 @@
+"""Shared helpers of the examples: photographs, patches, PSNR, figures, options.
+
+The photographs are scikit-image's bundled data (real photos, in the `examples` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from topiq_loss import DEFAULT_WEIGHTS, WEIGHTS, TOPIQLoss
+
+TRAIN_PHOTOS = ("astronaut", "coffee", "rocket")
+TEST_PHOTO = "chelsea"  # held out: the cat is never seen in training
+
+
+def photo(name: str) -> torch.Tensor:
+    """A scikit-image photograph as a (3, H, W) float32 tensor in [0, 1]."""
+    try:
+        from skimage import data
+    except ImportError as exc:
+        raise SystemExit("the examples need scikit-image: pip install 'topiq-loss[examples]'") from exc
+    arr = getattr(data, name)()
+    img = torch.from_numpy(arr).float().div(255)
+    return img.expand(3, -1, -1) if img.dim() == 2 else img.permute(2, 0, 1).contiguous()
+
+
+def centre_crop(img: torch.Tensor, size: int) -> torch.Tensor:
+    """The central ``size`` x ``size`` crop of (C, H, W) as (1, C, size, size)."""
+    h, w = img.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return img[None, :, top : top + size, left : left + size].contiguous()
+
+
+def random_patches(images: Sequence[torch.Tensor], size: int, n: int, gen: torch.Generator) -> torch.Tensor:
+    """``n`` random ``size`` x ``size`` crops (with random flips) from ``images``: (n, 3, size, size)."""
+    out = []
+    for _ in range(n):
+        img = images[int(torch.randint(len(images), (1,), generator=gen))]
+        top = int(torch.randint(img.shape[-2] - size + 1, (1,), generator=gen))
+        left = int(torch.randint(img.shape[-1] - size + 1, (1,), generator=gen))
+        patch = img[:, top : top + size, left : left + size]
+        if torch.rand((), generator=gen) < 0.5:
+            patch = patch.flip(-1)
+        out.append(patch)
+    return torch.stack(out)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of images in [0, 1] (``a`` clamped), averaged over the batch."""
+    mse = (a.clamp(0, 1) - b).square().flatten(1).mean(1)
+    return float((10 * torch.log10(1.0 / mse.clamp_min(1e-12))).mean())
+
+
+def weights_arg(value: str) -> str | None:
+    return None if value == "random" else value
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument(
+        "--weights",
+        default=DEFAULT_WEIGHTS,
+        type=weights_arg,
+        help=f"TOPIQ-FR weights: {' | '.join(WEIGHTS)} | PATH to a checkpoint (default "
+        f"{DEFAULT_WEIGHTS}; 'random' = untrained, for tests only)",
+    )
+    p.add_argument("--out", default="example_outputs", help="folder for the PNGs (default example_outputs)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
+    return p
+
+
+def setup(args: argparse.Namespace) -> tuple[TOPIQLoss, Path, str]:
+    """The frozen TOPIQ loss, the output folder, and a label naming the weights for figures."""
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore" if args.weights is None else "default")
+        topiq = TOPIQLoss(weights=args.weights).to(args.device)
+    if args.weights in WEIGHTS:
+        label = f"TOPIQ-FR weights: {args.weights}"
+    elif args.weights is None:
+        label = "UNTRAINED random TOPIQ weights (test mode): scores are meaningless"
+    else:
+        label = f"TOPIQ-FR weights: {Path(str(args.weights)).name}"
+    return topiq, out, label
+
+
+def plot_curves(curves: dict[str, Sequence[float]], path: Path, title: str, ylabel: str = "loss") -> None:
+    """One line per named curve (smoothed over 10 steps), saved as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
+    for name, ys in curves.items():
+        t = torch.tensor(list(ys), dtype=torch.float64)
+        k = min(10, len(t))
+        smooth = torch.nn.functional.avg_pool1d(t[None, None], k, stride=1).flatten() if k > 1 else t
+        ax.plot(range(k - 1, k - 1 + len(smooth)), smooth.tolist(), label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(textwrap.fill(title, 70), fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def save_grid(panels: Sequence[tuple[str, torch.Tensor]], path: Path, title: str) -> None:
+    """Images (1, 3, H, W) side by side with their captions, saved as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.0), dpi=100, squeeze=False)
+    for ax, (caption, img) in zip(axes[0], panels, strict=True):
+        ax.imshow(img[0].detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy(), interpolation="nearest")
+        ax.set_title(caption, fontsize=8)
+        ax.axis("off")
+    fig.suptitle(textwrap.fill(title, 40 * len(panels)), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+class Timer:
+    """Wall-clock seconds since creation."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self.start
