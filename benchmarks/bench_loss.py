@@ -51,24 +51,39 @@ def saved_bytes(step: Step, pred: torch.Tensor, target: torch.Tensor, params: se
     return sum(seen.values())
 
 
-def time_step(step: Step, pred: torch.Tensor, target: torch.Tensor, repeats: int) -> tuple[float, float | None]:
+def run_once(step: Step, pred: torch.Tensor, target: torch.Tensor) -> tuple[float, float | None]:
+    """Seconds for one forward+backward, and the CUDA peak bytes above the start (else None)."""
     cuda = pred.is_cuda
-    times = []
-    peak = None
-    for i in range(repeats + 1):  # first run is warm-up
-        p = pred.clone().requires_grad_(True)
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-        t0 = time.perf_counter()
-        step(p, target).backward()
-        if cuda:
-            torch.cuda.synchronize()
-            peak = torch.cuda.max_memory_allocated() - base
-        if i:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times), peak
+    p = pred.clone().requires_grad_(True)
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    t0 = time.perf_counter()
+    step(p, target).backward()
+    if cuda:
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - t0
+    return elapsed, (torch.cuda.max_memory_allocated() - base) if cuda else None
+
+
+def time_rows(
+    rows: list[tuple[str, Step, set[int]]], pred: torch.Tensor, target: torch.Tensor, repeats: int
+) -> list[tuple[float, float | None]]:
+    """Median time and peak memory per row.
+
+    The rows take turns (round robin) rather than running back to back, so that a
+    slow spell on a shared machine hits every row alike.
+    """
+    for _, step, _ in rows:  # warm-up (and compilation)
+        run_once(step, pred, target)
+    times: list[list[float]] = [[] for _ in rows]
+    peaks: list[float | None] = [None for _ in rows]
+    for _ in range(repeats):
+        for i, (_, step, _) in enumerate(rows):
+            t, peaks[i] = run_once(step, pred, target)
+            times[i].append(t)
+    return [(statistics.median(t), pk) for t, pk in zip(times, peaks, strict=True)]
 
 
 def build_rows(device: str, with_compile: bool) -> list[tuple[str, Step, set[int]]]:
@@ -138,17 +153,17 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     dev = torch.device(args.device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"# torch {torch.__version__}, {name}; forward+backward, median of {args.repeats}")
+    print(f"# torch {torch.__version__}, {name}; forward+backward, median of {args.repeats} (rows in turn)")
     rows = build_rows(dev.type, args.compile)
     for size in args.sizes:
         g = torch.Generator().manual_seed(size)
         target = torch.rand(args.batch, 3, size, size, generator=g).to(dev)
         pred = (target + 0.05 * torch.randn(target.shape, generator=g).to(dev)).clamp(0, 1)
-        results = []
-        for label, step, params in rows:
-            t, peak = time_step(step, pred, target, args.repeats)
-            saved = saved_bytes(step, pred, target, params)
-            results.append((label, t, peak, saved))
+        timed = time_rows(rows, pred, target, args.repeats)
+        results = [
+            (label, t, peak, saved_bytes(step, pred, target, params))
+            for (label, step, params), (t, peak) in zip(rows, timed, strict=True)
+        ]
         ref_t = next((r[1] for r in results if r[0].startswith("pyiqa")), None)
         bound_t = results[-1][1]
         print(f"\n## batch {args.batch} x 3 x {size} x {size}")

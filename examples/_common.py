@@ -126,13 +126,14 @@ def save_grid(panels: Sequence[tuple[str, torch.Tensor]], path: Path, title: str
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.0), dpi=100, squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(2.6 * len(panels), 3.2), dpi=100, squeeze=False, layout="constrained"
+    )
     for ax, (caption, img) in zip(axes[0], panels, strict=True):
         ax.imshow(img[0].detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy(), interpolation="nearest")
         ax.set_title(caption, fontsize=8)
         ax.axis("off")
     fig.suptitle(textwrap.fill(title, 40 * len(panels)), fontsize=9)
-    fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 

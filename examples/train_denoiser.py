@@ -99,9 +99,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
         for name, img in outputs.items():
             results[name] = {"psnr": C.psnr(img, clean_test), "topiq": float(topiq.score(img, clean_test))}
     print(f"\nDenoising, sigma {args.sigma:g}, {args.test_size}px crop of the held-out photo ({label})")
-    print(f"{'method':<14}{'PSNR dB':>9}{'TOPIQ':>9}")
+    print(f"{'method':<18}{'PSNR dB':>9}{'TOPIQ':>9}")
     for name, r in results.items():
-        print(f"{name:<14}{r['psnr']:>9.2f}{r['topiq']:>9.4f}")
+        print(f"{name:<18}{r['psnr']:>9.2f}{r['topiq']:>9.4f}")
 
     C.plot_curves(
         {f"{n}: {k}": v for n, c in curves.items() for k, v in c.items() if v and (k != "total" or n != "L1")},
