@@ -4,6 +4,9 @@ Rows: this package (fp32; checkpointing; channels_last; under autocast on CUDA),
 pyiqa's reference CFANet on the same (random) weights, LPIPS-VGG (random weights,
 timing only) and the lower bound "ResNet50 forward on 2N images + backward on N".
 
+FLOPs: counted by ``torch.utils.flop_counter`` (convolutions, matmuls, attention; forward
+and backward), a figure no machine noise moves.
+
 Memory: on CUDA, peak allocated bytes during forward+backward; on every device,
 the bytes autograd saved for backward (activations, counted once per storage,
 weights excluded), which is what checkpointing reduces.
@@ -49,6 +52,16 @@ def saved_bytes(step: Step, pred: torch.Tensor, target: torch.Tensor, params: se
         out = step(p, target)
     out.backward()
     return sum(seen.values())
+
+
+def count_flops(step: Step, pred: torch.Tensor, target: torch.Tensor) -> float:
+    """FLOPs of one forward+backward as torch's FlopCounterMode counts them (matmul/conv/attention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    p = pred.clone().requires_grad_(True)
+    with FlopCounterMode(display=False) as counter:
+        step(p, target).backward()
+    return float(counter.get_total_flops())
 
 
 def run_once(step: Step, pred: torch.Tensor, target: torch.Tensor) -> tuple[float, float | None]:
@@ -161,18 +174,25 @@ def main(argv: list[str] | None = None) -> None:
         pred = (target + 0.05 * torch.randn(target.shape, generator=g).to(dev)).clamp(0, 1)
         timed = time_rows(rows, pred, target, args.repeats)
         results = [
-            (label, t, peak, saved_bytes(step, pred, target, params))
+            (label, t, peak, saved_bytes(step, pred, target, params), count_flops(step, pred, target))
             for (label, step, params), (t, peak) in zip(rows, timed, strict=True)
         ]
         ref_t = next((r[1] for r in results if r[0].startswith("pyiqa")), None)
         bound_t = results[-1][1]
         print(f"\n## batch {args.batch} x 3 x {size} x {size}")
-        print(f"| {'variant':<42} | {'ms':>8} | {'x pyiqa':>7} | {'x bound':>7} | {'saved MiB':>9} | {'peak MiB':>8} |")
-        print(f"|{'-' * 44}|{'-' * 10}|{'-' * 9}|{'-' * 9}|{'-' * 11}|{'-' * 10}|")
-        for label, t, peak, saved in results:
+        bound_f = results[-1][4]
+        print(
+            f"| {'variant':<42} | {'ms':>8} | {'x pyiqa':>7} | {'x bound':>7} | {'GFLOP':>6} "
+            f"| {'FLOP x bound':>12} | {'saved MiB':>9} | {'peak MiB':>8} |"
+        )
+        print(f"|{'-' * 44}|{'-' * 10}|{'-' * 9}|{'-' * 9}|{'-' * 8}|{'-' * 14}|{'-' * 11}|{'-' * 10}|")
+        for label, t, peak, saved, flops in results:
             rp = f"{t / ref_t:.2f}" if ref_t else "n/a"
             pk = f"{peak / 2**20:.0f}" if peak is not None else "n/a"
-            print(f"| {label:<42} | {t * 1e3:>8.0f} | {rp:>7} | {t / bound_t:>7.2f} | {saved / 2**20:>9.0f} | {pk:>8} |")
+            print(
+                f"| {label:<42} | {t * 1e3:>8.0f} | {rp:>7} | {t / bound_t:>7.2f} | {flops / 1e9:>6.1f} "
+                f"| {flops / bound_f:>12.2f} | {saved / 2**20:>9.0f} | {pk:>8} |"
+            )
 
 
 if __name__ == "__main__":

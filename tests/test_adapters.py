@@ -123,6 +123,7 @@ def test_sr_loss_pixel_only_and_topiq_only(topiq, hr):
         ({"scale": 2, "topiq_weight": -1}, "`topiq_weight` must be a real number >= 0"),
         ({"scale": 2, "reduction": "avg"}, "`reduction` must be one of"),
         ({"scale": 2, "loss_weight": 2.0}, "`loss_weight` is not a TOPIQLoss option here"),
+        ({"scale": 2, "pixel": None, "topiq_weight": 0.0}, "nothing to compute"),
     ],
 )
 def test_sr_loss_bad_options(topiq, kwargs, match):
@@ -288,11 +289,24 @@ def test_basicsr_registration_and_readme_yaml(fake_basicsr, tmp_path, seeded_sta
     assert torch.allclose(percep, want)
 
 
-def test_basicsr_absent_registers_nothing(monkeypatch):
+def test_basicsr_absent_registers_nothing(monkeypatch, recwarn):
     import topiq_loss.basicsr_loss as mod
 
     monkeypatch.setitem(sys.modules, "basicsr", None)  # import basicsr -> ImportError
     assert mod.register_basicsr() is False
+    assert not [w for w in recwarn if "basicsr" in str(w.message)]
+
+
+def test_basicsr_installed_but_broken_warns(monkeypatch, tmp_path):
+    import topiq_loss.basicsr_loss as mod
+
+    pkg = tmp_path / "basicsr"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("raise ImportError('cannot import name functional_tensor')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "basicsr", raising=False)
+    with pytest.warns(RuntimeWarning, match="basicsr is installed but could not be imported.*functional_tensor"):
+        assert mod.register_basicsr() is False
 
 
 def test_basicsr_loss_signature_and_weight(topiq, hr):

@@ -105,6 +105,10 @@ class _MixedLoss(nn.Module):
         self.pixel = None if pixel is None else _check_choice(pixel, "pixel", PIXEL_KINDS)
         self.pixel_weight = _check_weight(pixel_weight, "pixel_weight")
         self.topiq_weight = _check_weight(topiq_weight, "topiq_weight")
+        if (self.pixel is None or self.pixel_weight == 0) and self.topiq_weight == 0:
+            raise ValueError(
+                "nothing to compute: give `pixel` with `pixel_weight` > 0, or `topiq_weight` > 0"
+            )
         self.reduction = _checks.check_reduction(reduction)
         # A submodule: it keeps its network out of state_dict()/parameters() itself.
         self.topiq = _topiq_from(topiq, topiq_kwargs)

@@ -15,8 +15,10 @@ basicsr. YAML::
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -96,7 +98,16 @@ def register_basicsr(registry: Any | None = None) -> bool:
     if registry is None:
         try:
             from basicsr.utils.registry import LOSS_REGISTRY as registry  # type: ignore[import-not-found]
-        except ImportError:
+        except ImportError as exc:
+            if importlib.util.find_spec("basicsr") is not None:
+                # Installed but broken (e.g. an old basicsr against a new torchvision):
+                # say so now rather than let build_loss fail later with "not found".
+                warnings.warn(
+                    f"basicsr is installed but could not be imported ({exc}); "
+                    "BasicSRTOPIQLoss was not registered in its LOSS_REGISTRY",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
             return False
     name = BasicSRTOPIQLoss.__name__
     if name not in registry:  # BasicSR's Registry refuses a second registration
