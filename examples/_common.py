@@ -9,10 +9,11 @@ import argparse
 import textwrap
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from topiq_loss import DEFAULT_WEIGHTS, WEIGHTS, TOPIQLoss
 
@@ -136,6 +137,73 @@ def save_grid(panels: Sequence[tuple[str, torch.Tensor]], path: Path, title: str
     fig.suptitle(textwrap.fill(title, 40 * len(panels)), fontsize=9)
     fig.savefig(path)
     plt.close(fig)
+
+
+def fit(
+    name: str,
+    model: torch.nn.Module,
+    steps: int,
+    lr: float,
+    step_terms: Callable[[torch.nn.Module], dict[str, torch.Tensor]],
+) -> dict[str, list[float]]:
+    """Adam + cosine schedule for ``steps``; ``step_terms(model)`` draws a batch and returns
+    the loss terms (``"total"`` is minimised). Returns each term's value per step."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    curves: dict[str, list[float]] = {}
+    model.train()
+    for _ in tqdm(range(steps), desc=name, unit="step"):
+        terms = step_terms(model)
+        opt.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        opt.step()
+        sched.step()
+        for k, v in terms.items():
+            curves.setdefault(k, []).append(v.item())
+    model.eval()
+    return curves
+
+
+def report(
+    results: dict[str, dict[str, float]],
+    title: str,
+    curves: dict[str, dict[str, list[float]]],
+    panels: list[tuple[str, torch.Tensor]],
+    out: Path,
+    stem: str,
+    label: str,
+    ylabel: str = "loss",
+) -> None:
+    """Print the PSNR / TOPIQ table and write ``{stem}_loss_curves.png`` and ``{stem}_before_after.png``.
+
+    ``panels`` are (caption, image) pairs: each result's image (captioned with its PSNR
+    and score) should come first, in the order of ``results``, then any extra ones.
+    """
+    print(f"\n{title} ({label})")
+    print(f"{'':<18}{'PSNR dB':>9}{'TOPIQ':>9}")
+    for name, r in results.items():
+        print(f"{name:<18}{r['psnr']:>9.2f}{r['topiq']:>9.4f}")
+    # A run with a single term has total == that term: one line is enough.
+    flat = {f"{run}: {k}": v for run, c in curves.items() for k, v in c.items() if not (k == "total" and len(c) == 2)}
+    plot_curves(flat, out / f"{stem}_loss_curves.png", f"{title} ({label})", ylabel=ylabel)
+    save_grid(panels, out / f"{stem}_before_after.png", f"{title} ({label})")
+    print(f"wrote {out / f'{stem}_loss_curves.png'} and {out / f'{stem}_before_after.png'}")
+
+
+def captioned(results: dict[str, dict[str, float]], images: dict[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
+    """(caption, image) per result, the caption giving its PSNR and TOPIQ score."""
+    return [(f"{n}\n{r['psnr']:.2f} dB, TOPIQ {r['topiq']:.3f}", images[n]) for n, r in results.items()]
+
+
+def evaluate(
+    images: dict[str, torch.Tensor], reference: torch.Tensor, topiq: TOPIQLoss
+) -> dict[str, dict[str, float]]:
+    """PSNR and TOPIQ score of each named image against ``reference``."""
+    with torch.no_grad():
+        return {
+            n: {"psnr": psnr(img, reference), "topiq": float(topiq.score(img.clamp(0, 1), reference))}
+            for n, img in images.items()
+        }
 
 
 class Timer:

@@ -75,32 +75,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
     ref = C.centre_crop(C.photo(C.TEST_PHOTO), args.size).to(args.device)
     degraded = degrade(ref.cpu(), args.seed).to(args.device)
 
-    outputs = {"degraded": degraded}
+    images = {"degraded": degraded}
     curves = {}
     for name, weight in (("TOPIQ", 0.0), ("TOPIQ + fidelity", args.fidelity_weight)):
-        outputs[name], curves[name] = optimise(name, degraded, ref, topiq, weight, args)
+        images[name], curves[name] = optimise(name, degraded, ref, topiq, weight, args)
 
-    results = {}
-    with torch.no_grad():
-        for name, img in outputs.items():
-            results[name] = {"psnr": C.psnr(img, ref), "topiq": float(topiq.score(img, ref))}
-    print(f"\nPixel optimisation, {args.steps} steps, {args.size}px crop ({label})")
-    print(f"{'image':<18}{'PSNR dB':>9}{'TOPIQ':>9}")
-    for name, r in results.items():
-        print(f"{name:<18}{r['psnr']:>9.2f}{r['topiq']:>9.4f}")
-
-    C.plot_curves(
-        {f"{n}: {k}": v for n, c in curves.items() for k, v in c.items()},
-        out / "optimise_loss_curves.png",
-        f"pixel optimisation ({label})",
-        ylabel="term value (unweighted)",
-    )
-    panels = [(f"{n}\n{r['psnr']:.2f} dB, TOPIQ {r['topiq']:.3f}", outputs[n]) for n, r in results.items()]
-    panels.append(("reference", ref))
-    C.save_grid(panels, out / "optimise_before_after.png", f"optimising pixels ({label})")
-    print(f"wrote {out / 'optimise_loss_curves.png'} and {out / 'optimise_before_after.png'} in {timer():.0f} s")
+    results = C.evaluate(images, ref, topiq)
+    panels = [*C.captioned(results, images), ("reference", ref)]
+    title = f"pixel optimisation, {args.steps} steps, {args.size}px crop"
+    C.report(results, title, curves, panels, out, "optimise", label, ylabel="term value (unweighted)")
+    print(f"done in {timer():.0f} s")
     return results
-
 
 if __name__ == "__main__":
     main()

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
@@ -46,27 +45,6 @@ def add_noise(clean: torch.Tensor, sigma: float, gen: torch.Generator) -> torch.
     return clean + sigma / 255.0 * noise
 
 
-def train(name: str, loss_fn: DenoiseLoss, args, photos, device: str):
-    torch.manual_seed(args.seed)
-    model = TinyDnCNN().to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.steps)
-    gen = torch.Generator().manual_seed(args.seed)  # same patches and noise for every run
-    curves: dict[str, list[float]] = {"total": [], "pixel": [], "topiq": []}
-    for _ in tqdm(range(args.steps), desc=name, unit="step"):
-        clean = C.random_patches(photos, args.patch, args.batch, gen).to(device)
-        noisy = add_noise(clean, args.sigma, gen)
-        terms = loss_fn.terms(model(noisy), clean, noisy)
-        opt.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        opt.step()
-        sched.step()
-        for k in curves:
-            if k in terms:
-                curves[k].append(terms[k].item())
-    return model.eval(), curves
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
     p = C.base_parser(__doc__.splitlines()[0])
     p.add_argument("--sigma", type=float, default=25.0, help="noise std on the 0-255 scale (default 25)")
@@ -83,35 +61,28 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
     clean_test = C.centre_crop(C.photo(C.TEST_PHOTO), args.test_size).to(args.device)
     noisy_test = add_noise(clean_test, args.sigma, torch.Generator().manual_seed(args.seed + 1))
 
-    runs = {
-        "L1": DenoiseLoss("residual", pixel="l1", topiq_weight=0.0, topiq=topiq),
-        "L1 + TOPIQ": DenoiseLoss("residual", pixel="l1", topiq_weight=args.topiq_weight, topiq=topiq),
-    }
-    outputs = {"noisy": noisy_test.clamp(0, 1)}
+    images = {"noisy": noisy_test.clamp(0, 1)}
     curves = {}
-    for name, loss_fn in runs.items():
-        model, curves[name] = train(name, loss_fn, args, photos, args.device)
+    for name, weight in (("L1", 0.0), ("L1 + TOPIQ", args.topiq_weight)):
+        loss_fn = DenoiseLoss("residual", pixel="l1", topiq_weight=weight, topiq=topiq)
+        gen = torch.Generator().manual_seed(args.seed)  # same patches and noise for every run
+        torch.manual_seed(args.seed)  # same initialisation
+        model = TinyDnCNN().to(args.device)
+
+        def step(model: nn.Module, loss_fn: DenoiseLoss = loss_fn, gen: torch.Generator = gen) -> dict:
+            clean = C.random_patches(photos, args.patch, args.batch, gen).to(args.device)
+            noisy = add_noise(clean, args.sigma, gen)
+            return loss_fn.terms(model(noisy), clean, noisy)
+
+        curves[name] = C.fit(name, model, args.steps, args.lr, step)
         with torch.no_grad():
-            outputs[name] = (noisy_test - model(noisy_test)).clamp(0, 1)
+            images[name] = (noisy_test - model(noisy_test)).clamp(0, 1)
 
-    results = {}
-    with torch.no_grad():
-        for name, img in outputs.items():
-            results[name] = {"psnr": C.psnr(img, clean_test), "topiq": float(topiq.score(img, clean_test))}
-    print(f"\nDenoising, sigma {args.sigma:g}, {args.test_size}px crop of the held-out photo ({label})")
-    print(f"{'method':<18}{'PSNR dB':>9}{'TOPIQ':>9}")
-    for name, r in results.items():
-        print(f"{name:<18}{r['psnr']:>9.2f}{r['topiq']:>9.4f}")
-
-    C.plot_curves(
-        {f"{n}: {k}": v for n, c in curves.items() for k, v in c.items() if v and (k != "total" or n != "L1")},
-        out / "denoise_loss_curves.png",
-        f"denoiser training, sigma {args.sigma:g} ({label})",
-    )
-    panels = [(f"{n}\n{r['psnr']:.2f} dB, TOPIQ {r['topiq']:.3f}", outputs[n]) for n, r in results.items()]
-    panels.append(("clean ground truth", clean_test))
-    C.save_grid(panels, out / "denoise_before_after.png", f"denoising, held-out photo ({label})")
-    print(f"wrote {out / 'denoise_loss_curves.png'} and {out / 'denoise_before_after.png'} in {timer():.0f} s")
+    results = C.evaluate(images, clean_test, topiq)
+    panels = [*C.captioned(results, images), ("clean ground truth", clean_test)]
+    title = f"denoising, sigma {args.sigma:g}, {args.test_size}px crop of a held-out photo"
+    C.report(results, title, curves, panels, out, "denoise", label)
+    print(f"done in {timer():.0f} s")
     return results
 
 

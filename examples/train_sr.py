@@ -18,7 +18,6 @@ from pathlib import Path
 import kornia
 import torch
 import torch.nn as nn
-from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
@@ -60,33 +59,6 @@ def upscale(lr: torch.Tensor, scale: int) -> torch.Tensor:
     return kornia.geometry.transform.resize(lr, size, interpolation="bicubic")
 
 
-def train(
-    name: str,
-    loss_fn: SRLoss,
-    args,
-    photos: list[torch.Tensor],
-    device: str,
-) -> tuple[TinySR, dict[str, list[float]]]:
-    torch.manual_seed(args.seed)
-    model = TinySR(args.scale).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.steps)
-    gen = torch.Generator().manual_seed(args.seed)  # same patches for every run
-    curves: dict[str, list[float]] = {"total": [], "pixel": [], "topiq": []}
-    for _ in tqdm(range(args.steps), desc=name, unit="step"):
-        hr = C.random_patches(photos, args.patch, args.batch, gen).to(device)
-        sr = model(downscale(hr, args.scale))
-        terms = loss_fn.terms(sr, hr)
-        opt.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        opt.step()
-        sched.step()
-        for k in curves:
-            if k in terms:
-                curves[k].append(terms[k].item())
-    return model.eval(), curves
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
     p = C.base_parser(__doc__.splitlines()[0])
     p.add_argument("--scale", type=int, default=2, help="upscaling factor (default 2)")
@@ -103,37 +75,28 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
     hr_test = C.centre_crop(C.photo(C.TEST_PHOTO), args.test_size).to(args.device)
     lr_test = downscale(hr_test, args.scale)
 
-    runs = {
-        "L1": SRLoss(args.scale, pixel="l1", topiq_weight=0.0, topiq=topiq),
-        "L1 + TOPIQ": SRLoss(args.scale, pixel="l1", topiq_weight=args.topiq_weight, topiq=topiq),
-    }
-    outputs = {"bicubic": upscale(lr_test, args.scale).clamp(0, 1)}
+    images = {"bicubic": upscale(lr_test, args.scale).clamp(0, 1)}
     curves = {}
-    for name, loss_fn in runs.items():
-        model, curves[name] = train(name, loss_fn, args, photos, args.device)
+    for name, weight in (("L1", 0.0), ("L1 + TOPIQ", args.topiq_weight)):
+        loss_fn = SRLoss(args.scale, pixel="l1", topiq_weight=weight, topiq=topiq)
+        gen = torch.Generator().manual_seed(args.seed)  # same patches for every run
+        torch.manual_seed(args.seed)  # same initialisation
+        model = TinySR(args.scale).to(args.device)
+
+        def step(model: nn.Module, loss_fn: SRLoss = loss_fn, gen: torch.Generator = gen) -> dict:
+            hr = C.random_patches(photos, args.patch, args.batch, gen).to(args.device)
+            return loss_fn.terms(model(downscale(hr, args.scale)), hr)
+
+        curves[name] = C.fit(name, model, args.steps, args.lr, step)
         with torch.no_grad():
-            outputs[name] = model(lr_test).clamp(0, 1)
+            images[name] = model(lr_test).clamp(0, 1)
 
-    results = {}
-    with torch.no_grad():
-        for name, img in outputs.items():
-            results[name] = {"psnr": C.psnr(img, hr_test), "topiq": float(topiq.score(img, hr_test))}
-    print(f"\nx{args.scale} SR on a {args.test_size}px crop of the held-out photo ({label})")
-    print(f"{'method':<18}{'PSNR dB':>9}{'TOPIQ':>9}")
-    for name, r in results.items():
-        print(f"{name:<18}{r['psnr']:>9.2f}{r['topiq']:>9.4f}")
-
-    C.plot_curves(
-        {f"{n}: {k}": v for n, c in curves.items() for k, v in c.items() if v and (k != "total" or n != "L1")},
-        out / "sr_loss_curves.png",
-        f"x{args.scale} SR training ({label})",
-    )
+    results = C.evaluate(images, hr_test, topiq)
     nearest = torch.nn.functional.interpolate(lr_test, scale_factor=args.scale, mode="nearest")
-    panels = [("LR input", nearest)]
-    panels += [(f"{n}\n{r['psnr']:.2f} dB, TOPIQ {r['topiq']:.3f}", outputs[n]) for n, r in results.items()]
-    panels.append(("HR ground truth", hr_test))
-    C.save_grid(panels, out / "sr_before_after.png", f"x{args.scale} super-resolution, held-out photo ({label})")
-    print(f"wrote {out / 'sr_loss_curves.png'} and {out / 'sr_before_after.png'} in {timer():.0f} s")
+    panels = [("LR input", nearest), *C.captioned(results, images), ("HR ground truth", hr_test)]
+    title = f"x{args.scale} SR, {args.test_size}px crop of a held-out photo"
+    C.report(results, title, curves, panels, out, "sr", label)
+    print(f"done in {timer():.0f} s")
     return results
 
 
