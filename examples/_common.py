@@ -79,6 +79,18 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def training_parser(description: str, patch: int, lr: float) -> argparse.ArgumentParser:
+    """:func:`base_parser` plus the options both training examples take (their defaults differ)."""
+    p = base_parser(description)
+    p.add_argument("--steps", type=int, default=300, help="training steps per run (default 300)")
+    p.add_argument("--batch", type=int, default=8, help="patches per step (default 8)")
+    p.add_argument("--patch", type=int, default=patch, help=f"(HR) patch size (default {patch})")
+    p.add_argument("--lr", type=float, default=lr, help=f"Adam learning rate (default {lr:g})")
+    p.add_argument("--topiq-weight", type=float, default=0.1, help="weight of TOPIQ vs L1 (default 0.1)")
+    p.add_argument("--test-size", type=int, default=192, help="(HR) test crop size (default 192)")
+    return p
+
+
 def setup(args: argparse.Namespace) -> tuple[TOPIQLoss, Path, str]:
     """The frozen TOPIQ loss, the output folder, and a label naming the weights for figures."""
     if args.threads > 0:

@@ -46,14 +46,8 @@ def add_noise(clean: torch.Tensor, sigma: float, gen: torch.Generator) -> torch.
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
-    p = C.base_parser(__doc__.splitlines()[0])
+    p = C.training_parser(__doc__.splitlines()[0], patch=64, lr=1e-3)
     p.add_argument("--sigma", type=float, default=25.0, help="noise std on the 0-255 scale (default 25)")
-    p.add_argument("--steps", type=int, default=300, help="training steps per run (default 300)")
-    p.add_argument("--batch", type=int, default=8, help="patches per step (default 8)")
-    p.add_argument("--patch", type=int, default=64, help="patch size (default 64)")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    p.add_argument("--topiq-weight", type=float, default=0.1, help="weight of TOPIQ vs L1 (default 0.1)")
-    p.add_argument("--test-size", type=int, default=192, help="test crop size (default 192)")
     args = p.parse_args(argv)
     timer = C.Timer()
     topiq, out, label = C.setup(args)

@@ -60,14 +60,8 @@ def upscale(lr: torch.Tensor, scale: int) -> torch.Tensor:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
-    p = C.base_parser(__doc__.splitlines()[0])
+    p = C.training_parser(__doc__.splitlines()[0], patch=96, lr=5e-4)
     p.add_argument("--scale", type=int, default=2, help="upscaling factor (default 2)")
-    p.add_argument("--steps", type=int, default=300, help="training steps per run (default 300)")
-    p.add_argument("--batch", type=int, default=8, help="patches per step (default 8)")
-    p.add_argument("--patch", type=int, default=96, help="HR patch size (default 96)")
-    p.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate (default 5e-4)")
-    p.add_argument("--topiq-weight", type=float, default=0.1, help="weight of TOPIQ vs L1 (default 0.1)")
-    p.add_argument("--test-size", type=int, default=192, help="HR test crop size (default 192)")
     args = p.parse_args(argv)
     timer = C.Timer()
     topiq, out, label = C.setup(args)
