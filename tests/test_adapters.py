@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import distort, smooth_images
 from topiq_loss import (
@@ -84,6 +86,20 @@ def test_sr_loss_crops_target_off_by_rounding(topiq):
     # The other way round (HR rounded down, SR one pixel larger) crops the output.
     small = hr[..., :65, :63]
     assert torch.allclose(loss_fn(sr, small), loss_fn(sr[..., :65, :63], small))
+
+
+@given(h=st.integers(64, 90), w=st.integers(64, 90), scale=st.sampled_from([2, 3, 4]), ceil=st.booleans())
+def test_sr_loss_accepts_any_rounding_of_any_hr_size(topiq, h, w, scale, ceil):
+    # An LR image of floor(h/scale) or ceil(h/scale) pixels upscaled by `scale` is within
+    # `scale` pixels of the HR size, and the loss compares exactly the common crop.
+    hr = smooth_images(1, h, w, seed=h * 100 + w)
+    rnd = (lambda n: -(-n // scale)) if ceil else (lambda n: n // scale)
+    sh, sw = rnd(h) * scale, rnd(w) * scale
+    sr = distort(F.interpolate(hr, size=(sh, sw), mode="bilinear", align_corners=False), 1)
+    loss_fn = SRLoss(scale=scale, topiq=topiq)
+    ch, cw = min(h, sh), min(w, sw)
+    want = loss_fn(sr[..., :ch, :cw].contiguous(), hr[..., :ch, :cw].contiguous())
+    assert torch.allclose(loss_fn(sr, hr), want, atol=1e-6)
 
 
 def test_sr_loss_refuses_real_size_mismatch(topiq):
