@@ -90,10 +90,22 @@ def check_device(x: torch.Tensor, device: torch.device, name: str = "pred") -> N
         )
 
 
+def check_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
+    """``value`` must be one of ``choices`` (an enum-like string option called ``name``)."""
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {choices}; got {value!r}")
+    return str(value)
+
+
 def check_reduction(reduction: object) -> str:
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"`reduction` must be one of {REDUCTIONS}; got {reduction!r}")
-    return str(reduction)
+    return check_choice(reduction, "reduction", REDUCTIONS)
+
+
+def check_non_negative(value: object, name: str) -> float:
+    """A real number >= 0 (a term weight); bools and NaN are refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"`{name}` must be a real number >= 0; got {value!r}")
+    return float(value)
 
 
 def check_input_range(input_range: object) -> tuple[float, float]:

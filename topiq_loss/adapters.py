@@ -33,18 +33,6 @@ PIXEL_KINDS = ("l1", "charbonnier", "mse")
 ADVERSARIAL_KINDS = ("nsgan", "hinge", "ragan")
 
 
-def _check_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"`{name}` must be one of {choices}; got {value!r}")
-    return str(value)
-
-
-def _check_weight(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ValueError(f"`{name}` must be a real number >= 0; got {value!r}")
-    return float(value)
-
-
 def pixel_loss(
     pred: torch.Tensor,
     target: torch.Tensor,
@@ -60,7 +48,7 @@ def pixel_loss(
         - pred, target: (N, C, H, W), same shape.
         - Output: scalar, or (N,) with ``reduction="none"``.
     """
-    kind = _check_choice(kind, "kind", PIXEL_KINDS)  # type: ignore[assignment]
+    kind = _checks.check_choice(kind, "kind", PIXEL_KINDS)  # type: ignore[assignment]
     diff = pred - target
     if kind == "l1":
         err = diff.abs()
@@ -102,9 +90,9 @@ class _MixedLoss(nn.Module):
         topiq_kwargs: dict[str, Any],
     ) -> None:
         super().__init__()
-        self.pixel = None if pixel is None else _check_choice(pixel, "pixel", PIXEL_KINDS)
-        self.pixel_weight = _check_weight(pixel_weight, "pixel_weight")
-        self.topiq_weight = _check_weight(topiq_weight, "topiq_weight")
+        self.pixel = None if pixel is None else _checks.check_choice(pixel, "pixel", PIXEL_KINDS)
+        self.pixel_weight = _checks.check_non_negative(pixel_weight, "pixel_weight")
+        self.topiq_weight = _checks.check_non_negative(topiq_weight, "topiq_weight")
         if (self.pixel is None or self.pixel_weight == 0) and self.topiq_weight == 0:
             raise ValueError(
                 "nothing to compute: give `pixel` with `pixel_weight` > 0, or `topiq_weight` > 0"
@@ -248,7 +236,7 @@ class DenoiseLoss(_MixedLoss):
         topiq: TOPIQLoss | None = None,
         **topiq_kwargs: Any,
     ) -> None:
-        predicts_ = _check_choice(predicts, "predicts", ("clean", "residual"))
+        predicts_ = _checks.check_choice(predicts, "predicts", ("clean", "residual"))
         super().__init__(pixel, pixel_weight, topiq_weight, reduction, topiq, topiq_kwargs)
         self.predicts = predicts_
 
@@ -304,7 +292,7 @@ def adversarial_g_loss(
       ``BCE(D(real) - E[D(fake)], 0)`` and ``BCE(D(fake) - E[D(real)], 1)``; needs
       ``real_logits`` (detach them in the generator step, as ESRGAN does).
     """
-    kind = _check_choice(kind, "kind", ADVERSARIAL_KINDS)  # type: ignore[assignment]
+    kind = _checks.check_choice(kind, "kind", ADVERSARIAL_KINDS)  # type: ignore[assignment]
     fake = _check_logits(fake_logits, "fake_logits")
     if kind == "nsgan":
         return F.softplus(-fake).mean()
@@ -324,7 +312,7 @@ def adversarial_d_loss(
 
     Pass ``fake_logits`` computed on detached generator outputs.
     """
-    kind = _check_choice(kind, "kind", ADVERSARIAL_KINDS)  # type: ignore[assignment]
+    kind = _checks.check_choice(kind, "kind", ADVERSARIAL_KINDS)  # type: ignore[assignment]
     real = _check_logits(real_logits, "real_logits")
     fake = _check_logits(fake_logits, "fake_logits")
     if kind == "nsgan":
@@ -365,10 +353,10 @@ class GeneratorLoss(_MixedLoss):
         topiq: TOPIQLoss | None = None,
         **topiq_kwargs: Any,
     ) -> None:
-        adv = _check_choice(adversarial, "adversarial", ADVERSARIAL_KINDS)
+        adv = _checks.check_choice(adversarial, "adversarial", ADVERSARIAL_KINDS)
         super().__init__(pixel, pixel_weight, topiq_weight, "mean", topiq, topiq_kwargs)
         self.adversarial = adv
-        self.adversarial_weight = _check_weight(adversarial_weight, "adversarial_weight")
+        self.adversarial_weight = _checks.check_non_negative(adversarial_weight, "adversarial_weight")
 
     def extra_repr(self) -> str:
         return (
