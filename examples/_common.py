@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from topiq_loss import DEFAULT_WEIGHTS, WEIGHTS, TOPIQLoss
+from topiq_loss import WEIGHTS, TOPIQLoss
+from topiq_loss.cli import add_weights_option
 
 TRAIN_PHOTOS = ("astronaut", "coffee", "rocket")
 TEST_PHOTO = "chelsea"  # held out: the cat is never seen in training
@@ -59,19 +60,9 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((10 * torch.log10(1.0 / mse.clamp_min(1e-12))).mean())
 
 
-def weights_arg(value: str) -> str | None:
-    return None if value == "random" else value
-
-
 def base_parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument(
-        "--weights",
-        default=DEFAULT_WEIGHTS,
-        type=weights_arg,
-        help=f"TOPIQ-FR weights: {' | '.join(WEIGHTS)} | PATH to a checkpoint (default "
-        f"{DEFAULT_WEIGHTS}; 'random' = untrained, for tests only)",
-    )
+    add_weights_option(p)
     p.add_argument("--out", default="example_outputs", help="folder for the PNGs (default example_outputs)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

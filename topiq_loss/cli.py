@@ -38,19 +38,24 @@ def _weights_arg(value: str) -> str | None:
     return None if value == "random" else value
 
 
+def add_weights_option(parser: argparse.ArgumentParser) -> None:
+    """``--weights kadid|pipal|PATH|random`` ("random" becomes ``weights=None``)."""
+    parser.add_argument(
+        "--weights",
+        default=DEFAULT_WEIGHTS,
+        type=_weights_arg,
+        help=f"TOPIQ-FR weights: {' | '.join(WEIGHTS)} | PATH to a checkpoint | random "
+        f"(untrained, tests only); default {DEFAULT_WEIGHTS}",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="topiq-loss", description="TOPIQ-FR image quality.")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("score", help="print the TOPIQ-FR score of DIST against REF")
     s.add_argument("dist", help="distorted / restored image (PNG, JPEG)")
     s.add_argument("ref", help="reference image of the same size")
-    s.add_argument(
-        "--weights",
-        default=DEFAULT_WEIGHTS,
-        type=_weights_arg,
-        help=f"{' | '.join(WEIGHTS)} | PATH to a checkpoint | random (tests only); "
-        f"default {DEFAULT_WEIGHTS}",
-    )
+    add_weights_option(s)
     s.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
     m = sub.add_parser(
         "map",
@@ -59,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("dist", help="distorted / restored image")
     m.add_argument("ref", help="reference image of the same size")
     m.add_argument("-o", "--output", required=True, help="output PNG path")
-    m.add_argument("--weights", default=DEFAULT_WEIGHTS, type=_weights_arg, help="as for score")
+    add_weights_option(m)
     m.add_argument("--device", default="cpu", help="torch device (default cpu)")
     m.add_argument("--panel", type=int, default=256, help="panel size in pixels (default 256)")
     d = sub.add_parser(
@@ -67,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
         help="score blur, noise and JPEG at three strengths on a real photograph "
         "(scikit-image's astronaut; needs the [examples] extra)",
     )
-    d.add_argument("--weights", default=DEFAULT_WEIGHTS, type=_weights_arg, help="as for score")
+    add_weights_option(d)
     d.add_argument("--size", type=int, default=256, help="crop size in pixels (default 256)")
     d.add_argument("--device", default="cpu", help="torch device (default cpu)")
     return p
