@@ -48,6 +48,14 @@ def seeded_checkpoint(seeded_state) -> bytes:
 
 
 @pytest.fixture(scope="session")
+def weights_file(tmp_path_factory, seeded_checkpoint) -> Path:
+    """The seeded (untrained) checkpoint on disk, for ``weights=PATH`` / ``--weights PATH``."""
+    path = tmp_path_factory.mktemp("weights") / "seeded_untrained.pth"
+    path.write_bytes(seeded_checkpoint)
+    return path
+
+
+@pytest.fixture(scope="session")
 def net(seeded_state) -> CFANetFR:
     """Frozen CFANet-FR with seeded (untrained) weights. Do not modify in tests."""
     model = CFANetFR()

@@ -156,13 +156,11 @@ def test_adapters_hold_no_parameters_and_stay_eval(topiq):
     assert set(model.state_dict()) == {"0.weight", "0.bias"}
 
 
-def test_adapter_builds_its_own_topiq_from_options(tmp_path, seeded_state):
-    path = tmp_path / "seeded_untrained.pth"
-    torch.save({"params": seeded_state}, path)
-    loss_fn = SRLoss(2, weights=str(path), input_range=(-1.0, 1.0))
+def test_adapter_builds_its_own_topiq_from_options(weights_file):
+    loss_fn = SRLoss(2, weights=str(weights_file), input_range=(-1.0, 1.0))
     assert loss_fn.topiq.input_range == (-1.0, 1.0)
     with pytest.raises(ValueError, match="either `topiq` or TOPIQLoss options"):
-        SRLoss(2, topiq=loss_fn.topiq, weights=str(path))
+        SRLoss(2, topiq=loss_fn.topiq, weights=str(weights_file))
     with pytest.raises(TypeError, match="`topiq` must be a TOPIQLoss"):
         SRLoss(2, topiq=object())  # type: ignore[arg-type]
 
@@ -284,7 +282,7 @@ def _readme_yaml() -> dict:
     return yaml.safe_load(block.group(1))
 
 
-def test_basicsr_registration_and_readme_yaml(fake_basicsr, tmp_path, seeded_state):
+def test_basicsr_registration_and_readme_yaml(fake_basicsr, weights_file):
     import topiq_loss.basicsr_loss as mod
 
     mod = importlib.reload(mod)  # importing registers when basicsr is importable
@@ -292,9 +290,7 @@ def test_basicsr_registration_and_readme_yaml(fake_basicsr, tmp_path, seeded_sta
     assert mod.register_basicsr() is True  # a second registration is a no-op, not an error
 
     opt = dict(_readme_yaml()["train"]["perceptual_opt"])
-    path = tmp_path / "seeded_untrained.pth"
-    torch.save({"params": seeded_state}, path)
-    opt["weights"] = str(path)  # the README names kadid; this machine cannot download it
+    opt["weights"] = str(weights_file)  # the README names kadid; this machine cannot download it
     loss_fn = fake_basicsr.get(opt.pop("type"))(**opt)  # what basicsr's build_loss does
     hr = smooth_images(2, 40, 40, seed=14)
     sr = distort(hr, 15)

@@ -10,13 +10,6 @@ from topiq_loss import TOPIQLoss
 from topiq_loss.cli import main, read_image, to_pil
 
 
-@pytest.fixture(scope="module")
-def weights_file(tmp_path_factory, seeded_state):
-    path = tmp_path_factory.mktemp("w") / "seeded_untrained.pth"
-    torch.save({"params": seeded_state}, path)
-    return path
-
-
 def _write_png(path, img):
     to_pil(img).save(path)
 

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
@@ -23,13 +22,6 @@ def _load(name: str):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
-
-
-@pytest.fixture(scope="module")
-def weights_file(tmp_path_factory, seeded_state) -> Path:
-    path = tmp_path_factory.mktemp("w") / "seeded_untrained.pth"
-    torch.save({"params": seeded_state}, path)
-    return path
 
 
 def _check_pngs(folder: Path, names: list[str]) -> None:

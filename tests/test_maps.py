@@ -100,21 +100,19 @@ def test_render_maps_rgb_and_grey(loss_fn):
     assert img.size == (5 * 64, 3 * (48 + 14))
 
 
-def test_map_command_writes_a_png(tmp_path, seeded_state, capsys):
-    weights = tmp_path / "seeded_untrained.pth"
-    torch.save({"params": seeded_state}, weights)
+def test_map_command_writes_a_png(tmp_path, weights_file, capsys):
     ref = smooth_images(1, 40, 48, seed=51)
     to_pil(distort(ref, 52)).save(tmp_path / "d.png")
     to_pil(ref).save(tmp_path / "r.png")
     out = tmp_path / "map.png"
     args = ["map", str(tmp_path / "d.png"), str(tmp_path / "r.png"), "-o", str(out)]
-    assert main([*args, "--weights", str(weights), "--panel", "96"]) == 0
+    assert main([*args, "--weights", str(weights_file), "--panel", "96"]) == 0
     with Image.open(out) as im:
         im.verify()
     with Image.open(out) as im:
         assert im.format == "PNG" and im.size == (5 * 96, 3 * (80 + 14))
     printed = capsys.readouterr().out
-    score = TOPIQLoss(weights=str(weights)).score
+    score = TOPIQLoss(weights=str(weights_file)).score
     with torch.no_grad():
         from topiq_loss.cli import read_image
 
