@@ -64,6 +64,16 @@ def net(seeded_state) -> CFANetFR:
 
 
 @pytest.fixture(scope="session")
+def unfused_net(net) -> CFANetFR:
+    """The same network running the official modules (the reference's arithmetic)."""
+    import copy
+
+    model = copy.deepcopy(net)
+    model.semantic_model.set_fused(False)
+    return model
+
+
+@pytest.fixture(scope="session")
 def loss_fn(net) -> TOPIQLoss:
     return TOPIQLoss(net=net)
 

@@ -102,7 +102,7 @@ def test_amp_backbone_opt_in_runs_backbone_in_half(net):
     target = smooth_images(1, 48, 48, seed=36)
     pred = distort(target, 37)
     seen = []
-    hook = net.semantic_model.layer4.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    hook = net.semantic_model._runner().layer4.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
     try:
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             TOPIQLoss(net=net)(pred, target)

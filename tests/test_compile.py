@@ -1,16 +1,46 @@
-"""torch.compile of the loss matches eager (small size)."""
+"""torch.compile: the network is one graph, shapes go dynamic, results match eager."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from torch._dynamo.testing import CompileCounter
 
 from conftest import distort, smooth_images
 from topiq_loss import TOPIQLoss
 
+SIZES = [(48, 40), (64, 56), (80, 72), (97, 61)]
+
+
+def _pairs():
+    for i, (h, w) in enumerate(SIZES):
+        target = smooth_images(2, h, w, seed=40 + i)
+        yield distort(target, 50 + i), target
+
+
+def test_network_compiles_without_graph_break_and_dynamic_sizes(net):
+    """fullgraph=True fails on any graph break inside the network. After the first
+    size change the shapes are dynamic: four sizes compile twice, not four times."""
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    compiled = torch.compile(net, backend=counter, fullgraph=True)
+    net.semantic_model.prepare()
+    for dist, target in _pairs():
+        d = dist.clone().requires_grad_(True)
+        s = compiled(d, target)
+        (g,) = torch.autograd.grad(s.sum(), d)
+        d0 = dist.clone().requires_grad_(True)
+        s0 = net(d0, target)
+        (g0,) = torch.autograd.grad(s0.sum(), d0)
+        assert torch.allclose(s, s0, atol=1e-5)
+        assert ((g - g0).norm() / g0.norm()).item() <= 1e-4
+    assert counter.frame_count == 2
+
 
 @pytest.mark.parametrize("backend", ["aot_eager"])
 def test_compiled_loss_matches_eager(net, backend):
+    """Through TOPIQLoss: input checks run eagerly (one break before the network)."""
+    torch._dynamo.reset()
     loss_fn = TOPIQLoss(net=net)
     compiled = torch.compile(loss_fn, backend=backend)
     target = smooth_images(2, 40, 48, seed=41)
@@ -23,3 +53,13 @@ def test_compiled_loss_matches_eager(net, backend):
         out.append((loss.detach(), p.grad))
     assert torch.allclose(out[0][0], out[1][0], atol=1e-5)
     assert ((out[0][1] - out[1][1]).norm() / out[0][1].norm()).item() <= 1e-4
+
+
+def test_compiled_loss_still_checks_inputs(net):
+    torch._dynamo.reset()
+    compiled = torch.compile(TOPIQLoss(net=net), backend="eager")
+    target = smooth_images(1, 40, 40, seed=43)
+    bad = target.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="`pred` must be finite"):
+        compiled(bad, target)

@@ -185,12 +185,24 @@ def shared_keys():
     return keys
 
 
-def test_channels_last_option_keeps_scores(net):
+def test_backbone_layout_options_keep_scores(net):
+    """channels_last / fuse_backbone change the arithmetic's order, not the model."""
     import copy
 
     target = smooth_images(2, 48, 40, seed=15)
     pred = distort(target, 16)
-    cl = TOPIQLoss(net=copy.deepcopy(net), channels_last=True)
-    assert cl.net.semantic_model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
-        assert torch.allclose(cl.score(pred, target), topiq_fr(pred, target, net=net), atol=1e-5)
+        want = topiq_fr(pred, target, net=net)
+        for kwargs, layout in (
+            ({"channels_last": True}, torch.channels_last),
+            ({"channels_last": False}, torch.contiguous_format),
+            ({"fuse_backbone": False}, None),
+        ):
+            loss = TOPIQLoss(net=copy.deepcopy(net), **kwargs)
+            runner = loss.net.semantic_model._runner()
+            if layout is None:
+                assert runner is loss.net.semantic_model
+            else:
+                assert runner.stem.weight.is_contiguous(memory_format=layout)
+            assert torch.allclose(loss.score(pred, target), want, atol=1e-5), kwargs
+    assert net.semantic_model.fused_enabled  # the shared network was not changed

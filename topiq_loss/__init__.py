@@ -14,9 +14,15 @@ from .adapters import (
 )
 from .backbone import ResNet50Features
 from .cfanet import CFANetFeatures, CFANetFR
-from .functional import topiq_fr, topiq_fr_features, topiq_fr_loss
+from .functional import (
+    TargetFeatures,
+    topiq_fr,
+    topiq_fr_features,
+    topiq_fr_loss,
+    topiq_fr_target_features,
+)
 from .hub import WeightsError, default_cache_dir, download_weights, read_state_dict
-from .loss import TOPIQLoss, build_network
+from .loss import TOPIQLoss, TOPIQTarget, build_network
 from .maps import LEVELS, QualityMaps, quality_maps, render_maps
 from .weights import DEFAULT_WEIGHTS, WEIGHTS, WeightsEntry
 
@@ -33,6 +39,8 @@ __all__ = [
     "ResNet50Features",
     "SRLoss",
     "TOPIQLoss",
+    "TOPIQTarget",
+    "TargetFeatures",
     "WEIGHTS",
     "WeightsEntry",
     "WeightsError",
@@ -48,6 +56,7 @@ __all__ = [
     "topiq_fr",
     "topiq_fr_features",
     "topiq_fr_loss",
+    "topiq_fr_target_features",
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

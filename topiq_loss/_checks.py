@@ -81,6 +81,15 @@ def check_pair(
     return p, t
 
 
+def check_image(x: object, name: str, device: torch.device | None = None) -> torch.Tensor:
+    """Validate one image batch (type, dtype, shape, size, device, finite); returns it."""
+    t = _check_one(x, name)
+    if device is not None:
+        check_device(t, device, name)
+    _check_finite(t, name)
+    return t
+
+
 def check_device(x: torch.Tensor, device: torch.device, name: str = "pred") -> None:
     """The network's parameters must live where the images are."""
     if x.device != device:

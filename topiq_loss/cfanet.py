@@ -108,16 +108,35 @@ class CFANetFR(nn.Module):
                 nn.init.kaiming_normal_(m.weight)
 
     def position_embedding(self, size: tuple[int, int]) -> torch.Tensor:
-        """Position embedding for a token grid of ``size``, shape (1, h*w, 256), float32."""
+        """Position embedding for a token grid of ``size``, (1, h*w, 256), at least float32."""
         h, w = self.h_emb.shape[2], self.w_emb.shape[3]
         grid = torch.cat([self.h_emb.expand(-1, -1, h, w), self.w_emb.expand(-1, -1, h, w)], 1)
         with torch.autocast(grid.device.type, enabled=False):
-            grid = F.interpolate(grid.float(), size=size, mode="bicubic", align_corners=False)
+            grid = F.interpolate(
+                grid.to(torch.promote_types(grid.dtype, torch.float32)), size=size, mode="bicubic", align_corners=False
+            )
         return grid.flatten(2).transpose(1, 2)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """[0, 1] RGB -> ImageNet-normalised input of the backbone."""
         return (x - self.mean) / self.std
+
+    def backbone_features(
+        self, x: torch.Tensor, checkpoint: bool = False, amp_backbone: bool = False
+    ) -> list[torch.Tensor]:
+        """Backbone features (5 levels) of images ``x`` (N, 3, H, W) in [0, 1].
+
+        Under autocast the backbone runs in the network's own dtype unless
+        ``amp_backbone``: the gradient of ``sqrt((a - b)^2 + eps)`` is the sign of
+        ``a - b``, and the rounding of half-precision features flips it wherever the
+        two images' features are close (measured on CPU: input-gradient cosine to
+        fp32 0.971 in bfloat16, 0.998 in float16, 0.99994 with a float32 backbone).
+        """
+        device = x.device.type
+        if not amp_backbone and torch.is_autocast_enabled(device):
+            with torch.autocast(device, enabled=False):
+                return self.semantic_model(self.normalize(x.to(self.mean.dtype)), checkpoint=checkpoint)
+        return self.semantic_model(self.normalize(x), checkpoint=checkpoint)
 
     def extract(
         self,
@@ -126,28 +145,15 @@ class CFANetFR(nn.Module):
         checkpoint: bool = False,
         amp_backbone: bool = False,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Backbone features of both images (5 levels each).
-
-        Under autocast the backbone runs in float32 unless ``amp_backbone``: the
-        gradient of ``sqrt((a - b)^2 + eps)`` is the sign of ``a - b``, and the
-        rounding of half-precision features flips it wherever the two images'
-        features are close (measured on CPU: input-gradient cosine to fp32 0.971 in
-        bfloat16, 0.998 in float16, 0.99994 with a float32 backbone).
-        """
-        device = dist.device.type
-        if not amp_backbone and torch.is_autocast_enabled(device):
-            with torch.autocast(device, enabled=False):
-                dtype = self.mean.dtype  # the network's own precision, not a fixed float32
-                return self.extract(dist.to(dtype), ref.to(dtype), checkpoint, amp_backbone=True)
-        dist, ref = self.normalize(dist), self.normalize(ref)
+        """Backbone features of both images (5 levels each); see :meth:`backbone_features`."""
         if torch.is_grad_enabled() and not ref.requires_grad:
             # The reference needs no graph: skip storing its activations.
-            feats_d = self.semantic_model(dist, checkpoint=checkpoint)
+            feats_d = self.backbone_features(dist, checkpoint, amp_backbone)
             with torch.no_grad():
-                feats_r = self.semantic_model(ref)
+                feats_r = self.backbone_features(ref, False, amp_backbone)
             return feats_d, feats_r
         # One backbone call on the stacked batch (BN is in eval, so samples are independent).
-        feats = self.semantic_model(torch.cat([dist, ref]), checkpoint=checkpoint)
+        feats = self.backbone_features(torch.cat([dist, ref]), checkpoint, amp_backbone)
         n = dist.shape[0]
         return [f[:n] for f in feats], [f[n:] for f in feats]
 
@@ -166,27 +172,42 @@ class CFANetFR(nn.Module):
             checkpoint: recompute backbone activations in backward.
             need_maps: also return cross-attention maps (costs one extra attention).
             amp_backbone: let an enclosing autocast run the backbone in half precision
-                (faster; input gradients less exact, see :meth:`extract`).
+                (faster; input gradients less exact, see :meth:`backbone_features`).
         """
         feats_d, feats_r = self.extract(dist, ref, checkpoint, amp_backbone)
-        size = tuple(feats_d[-1].shape[-2:])
-        pos_cache: dict[tuple[int, int], torch.Tensor] = {}
+        return self.head(feats_d, feats_r, checkpoint, need_maps)
+
+    def head(
+        self,
+        feats_d: list[torch.Tensor],
+        feats_r: list[torch.Tensor],
+        checkpoint: bool = False,
+        need_maps: bool = False,
+    ) -> CFANetFeatures:
+        """Everything after the backbone: gated pooling, attention, score.
+
+        Args:
+            feats_d, feats_r: the 5 backbone levels of the distorted and reference
+                images (from :meth:`backbone_features`); ``feats_r`` may have batch 1
+                and is then broadcast.
+        """
+        if feats_r[0].shape[0] != feats_d[0].shape[0]:
+            feats_r = [f.expand(feats_d[0].shape[0], -1, -1, -1) for f in feats_r]
+        size = (feats_d[-1].shape[-2], feats_d[-1].shape[-1])
+        # Every level is pooled to the layer4 grid, so one embedding serves all of them.
+        # (No dict keyed by grid sizes: under torch.compile that specialises on them.)
+        pos = self.position_embedding(size)
         tokens, gates = [], []
         # With checkpointing, GLP's full-resolution gate activations are recomputed
         # in backward too: they hold about as much memory as the backbone's.
         use_cp = checkpoint and (feats_d[0].requires_grad or feats_r[0].requires_grad)
         for i in reversed(range(len(feats_d))):
-            args = (feats_d[i], feats_r[i], self.weight_pool[i], size)
-            if use_cp:
-                pooled, gate = cp.checkpoint(gated_local_pool, *args, use_reentrant=False)
-            else:
-                pooled, gate = gated_local_pool(*args)
+            pooled, gate = _pool_level(feats_d[i], feats_r[i], self.weight_pool[i], size, use_cp)
             gates.append(gate)
-            grid = tuple(pooled.shape[-2:])
-            if grid not in pos_cache:
-                pos_cache[grid] = self.position_embedding(grid)
+            grid = (pooled.shape[-2], pooled.shape[-1])
+            level_pos = pos if grid == size else self.position_embedding(grid)
             x = self.dim_reduce[i](pooled).flatten(2).transpose(1, 2)
-            x = x + pos_cache[grid].to(x.dtype)
+            x = x + level_pos.to(x.dtype)
             tokens.append(self.sa_attn_blks[i](x))
 
         cross = []
@@ -214,12 +235,39 @@ class CFANetFR(nn.Module):
             dist: (N, 3, H, W) distorted images, RGB in [0, 1], H, W >= 32.
             ref: (N, 3, H, W) reference images, same range.
             checkpoint: recompute backbone activations in backward (saves memory).
-            amp_backbone: run the backbone under an enclosing autocast (see :meth:`extract`).
+            amp_backbone: run the backbone under an enclosing autocast (see :meth:`backbone_features`).
 
         Returns:
             (N,) quality scores, higher is better (about 0..1 for official weights).
         """
         return self.forward_features(dist, ref, checkpoint, amp_backbone=amp_backbone).score
+
+
+#: On CPU, GLP runs on batch chunks of at most this many bytes per feature tensor.
+#: Larger temporaries are mmap'd and page-faulted afresh by the C allocator at every
+#: call (measured: a 2x64x256x256 product took 8.4 ms, a 1x one 0.25 ms per element
+#: count); chunking halved the whole step at 4x3x512x512 (4.5 s -> 2.2 s).
+CPU_CHUNK_BYTES = 16 * 2**20
+
+
+def _pool_level(
+    dist: torch.Tensor, ref: torch.Tensor, gate_net: nn.Module, size: tuple[int, int], use_cp: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`gated_local_pool` of one level, checkpointed or in CPU-friendly batch chunks."""
+    n = dist.shape[0]
+    per_sample = dist[0].numel() * dist.element_size()
+    chunk = n
+    if dist.device.type == "cpu" and not torch.compiler.is_compiling() and n * per_sample > CPU_CHUNK_BYTES:
+        chunk = max(1, CPU_CHUNK_BYTES // per_sample)
+    outs = []
+    for d, r in zip(dist.split(chunk), ref.split(chunk), strict=True):
+        if use_cp:
+            outs.append(cp.checkpoint(gated_local_pool, d, r, gate_net, size, use_reentrant=False))
+        else:
+            outs.append(gated_local_pool(d, r, gate_net, size))
+    if len(outs) == 1:
+        return outs[0]
+    return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
 
 
 def _attention_received(

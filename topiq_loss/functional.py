@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -9,11 +10,45 @@ import torch
 from . import _checks
 from .cfanet import CFANetFR, CFANetFeatures
 
-__all__ = ["topiq_fr", "topiq_fr_loss", "prepare_pair", "reduce_loss"]
+__all__ = [
+    "prepare_pair",
+    "prepare_pred",
+    "reduce_loss",
+    "topiq_fr",
+    "topiq_fr_features",
+    "topiq_fr_loss",
+    "topiq_fr_target_features",
+    "TargetFeatures",
+]
 
 Reduction = Literal["mean", "sum", "none"]
 
 
+@dataclass(frozen=True)
+class TargetFeatures:
+    """A target's backbone features, computed once (see :func:`topiq_fr_target_features`).
+
+    Attributes:
+        features: the 5 backbone levels, (N, C_i, h_i, w_i), no graph attached.
+        shape: the target images' shape (N, C, H, W).
+    """
+
+    features: tuple[torch.Tensor, ...]
+    shape: tuple[int, int, int, int]
+
+
+def _to_unit_rgb(x: torch.Tensor, net: CFANetFR, low: float, high: float) -> torch.Tensor:
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    if (low, high) != (0.0, 1.0):
+        x = (x - low) / (high - low)
+    return x.to(net.h_emb.dtype)
+
+
+# Checks and input conversion run eagerly even inside torch.compile: the NaN scan
+# needs a host sync, and the fused backbone is (re)built here, outside any graph,
+# so that a compiled network is one graph with no break inside.
+@torch.compiler.disable
 def prepare_pair(
     pred: torch.Tensor,
     target: torch.Tensor,
@@ -26,17 +61,34 @@ def prepare_pair(
     passed through unchanged, as the reference model does (network outputs often
     overshoot slightly). Never modifies the inputs in place.
     """
-    param = net.h_emb
-    pred, target = _checks.check_pair(pred, target, device=param.device)
+    pred, target = _checks.check_pair(pred, target, device=net.h_emb.device)
     low, high = _checks.check_input_range(input_range)
-    out = []
-    for x in (pred, target):
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        if (low, high) != (0.0, 1.0):
-            x = (x - low) / (high - low)
-        out.append(x.to(param.dtype))
-    return out[0], out[1]
+    net.semantic_model.prepare()
+    return _to_unit_rgb(pred, net, low, high), _to_unit_rgb(target, net, low, high)
+
+
+@torch.compiler.disable
+def prepare_pred(
+    pred: torch.Tensor,
+    target_shape: tuple[int, ...],
+    net: CFANetFR,
+    input_range: tuple[float, float] = (0.0, 1.0),
+) -> torch.Tensor:
+    """:func:`prepare_pair` for a prediction scored against cached target features.
+
+    ``pred`` must have the target's channels and size; its batch must equal the
+    target's, or the target's batch must be 1 (one reference for many candidates).
+    """
+    pred = _checks.check_image(pred, "pred", device=net.h_emb.device)
+    n, c, h, w = target_shape
+    if pred.shape[1:] != (c, h, w) or (n != 1 and pred.shape[0] != n):
+        raise ValueError(
+            f"`pred` must have the cached target's shape {tuple(target_shape)} (or any batch "
+            f"size when the target's batch is 1); got {tuple(pred.shape)}"
+        )
+    low, high = _checks.check_input_range(input_range)
+    net.semantic_model.prepare()
+    return _to_unit_rgb(pred, net, low, high)
 
 
 def reduce_loss(values: torch.Tensor, reduction: Reduction) -> torch.Tensor:
@@ -51,7 +103,7 @@ def reduce_loss(values: torch.Tensor, reduction: Reduction) -> torch.Tensor:
 
 def topiq_fr(
     pred: torch.Tensor,
-    target: torch.Tensor,
+    target: torch.Tensor | TargetFeatures,
     *,
     net: CFANetFR,
     input_range: tuple[float, float] = (0.0, 1.0),
@@ -62,7 +114,8 @@ def topiq_fr(
 
     Args:
         pred: (N, 3, H, W) or (N, 1, H, W) images, H, W >= 32, values in ``input_range``.
-        target: reference images, same shape.
+        target: reference images, same shape; or their :class:`TargetFeatures`
+            (batch N, or 1 to score every prediction against one reference).
         net: the network (e.g. ``TOPIQLoss().net``); it is not built per call.
         input_range: (low, high) of the pixel values; (0, 1) or (-1, 1) for GAN-style.
         checkpoint: recompute backbone activations in backward (saves memory).
@@ -73,6 +126,10 @@ def topiq_fr(
     Returns:
         (N,) scores, about 0..1 with the official weights.
     """
+    if isinstance(target, TargetFeatures):
+        p = prepare_pred(pred, target.shape, net, input_range)
+        feats = net.backbone_features(p, checkpoint, amp_backbone)
+        return net.head(feats, list(target.features), checkpoint).score
     p, t = prepare_pair(pred, target, net, input_range)
     return net(p, t, checkpoint=checkpoint, amp_backbone=amp_backbone)
 
@@ -91,7 +148,7 @@ def topiq_fr_features(
 
 def topiq_fr_loss(
     pred: torch.Tensor,
-    target: torch.Tensor,
+    target: torch.Tensor | TargetFeatures,
     *,
     net: CFANetFR,
     reduction: Reduction = "mean",
@@ -111,3 +168,32 @@ def topiq_fr_loss(
         pred, target, net=net, input_range=input_range, checkpoint=checkpoint, amp_backbone=amp_backbone
     )
     return weight * reduce_loss(1.0 - score, reduction)
+
+
+def topiq_fr_target_features(
+    target: torch.Tensor,
+    *,
+    net: CFANetFR,
+    input_range: tuple[float, float] = (0.0, 1.0),
+    amp_backbone: bool = False,
+) -> TargetFeatures:
+    """The target's backbone features, computed once and without a graph.
+
+    Pass the result as ``target`` to :func:`topiq_fr` / :func:`topiq_fr_loss` to
+    score many predictions against a fixed target without re-running its backbone
+    (image optimisation, ranking candidates). Same scores and gradients as passing
+    the images. Gradients never flow to the target.
+
+    Args:
+        target: (N, C, H, W) reference images, C in (1, 3), H, W >= 32, in ``input_range``.
+        net: the network the features are for.
+        input_range: (low, high) of the pixel values.
+        amp_backbone: as in :func:`topiq_fr`.
+    """
+    target = _checks.check_image(target, "target", device=net.h_emb.device)
+    low, high = _checks.check_input_range(input_range)
+    net.semantic_model.prepare()
+    with torch.no_grad():
+        feats = net.backbone_features(_to_unit_rgb(target, net, low, high), amp_backbone=amp_backbone)
+    n, c, h, w = target.shape
+    return TargetFeatures(features=tuple(feats), shape=(n, c, h, w))

@@ -1,0 +1,69 @@
+"""The accuracy contract, case by case: float32 paths against the same network in float64.
+
+For each case of tests/accuracy_cases.py (synthetic shapes and scikit-image photographs
+with JPEG / blur / noise; seeded, untrained weights with non-trivial BatchNorm statistics):
+the relative L2 error of the input gradient of this package's default (fused) path, of its
+unfused path, and of pyiqa's CFANet in float32, each against float64; and the largest score
+difference to pyiqa's float32. The contract: geometric mean <= 5e-3, no case > 1e-1,
+scores within 1e-4 of pyiqa.
+
+    python benchmarks/accuracy_report.py
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from accuracy_cases import contract_cases, geomean, rel_error, score_and_grad  # noqa: E402
+from pyiqa_oracle import build_reference_fr  # noqa: E402
+from seeded_weights import seeded_state_dict  # noqa: E402
+
+from topiq_loss import CFANetFR  # noqa: E402
+
+
+def main() -> None:
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
+    net = CFANetFR()
+    state = seeded_state_dict(net.state_dict())
+    net.load_state_dict(state)
+    fused = net.requires_grad_(False).eval()
+    plain = copy.deepcopy(fused)
+    plain.semantic_model.set_fused(False)
+    net64 = copy.deepcopy(plain).double()
+    ref = build_reference_fr()
+    if ref is not None:
+        ref.load_state_dict(state)
+        ref.requires_grad_(False)
+    else:
+        print("# pyiqa not installed: its columns are n/a", file=sys.stderr)
+    cols = {"fused (default)": fused, "unfused": plain, "pyiqa fp32": ref}
+    errs: dict[str, list[float]] = {k: [] for k in cols if cols[k] is not None}
+    print(f"| {'case':<28} | " + " | ".join(f"{k:>15}" for k in cols) + f" | {'score vs pyiqa':>14} |")
+    print(f"|{'-' * 30}|" + "|".join("-" * 17 for _ in cols) + f"|{'-' * 16}|")
+    worst_score = 0.0
+    for name, dist, target in contract_cases():
+        _, g64 = score_and_grad(net64, dist.double(), target.double())
+        cells, scores = [], {}
+        for k, model in cols.items():
+            if model is None:
+                cells.append(f"{'n/a':>15}")
+                continue
+            s, g = score_and_grad(model, dist, target)
+            scores[k] = s
+            errs[k].append(rel_error(g, g64))
+            cells.append(f"{errs[k][-1]:>15.2e}")
+        ds = (scores["fused (default)"] - scores["pyiqa fp32"]).abs().max().item() if ref is not None else float("nan")
+        worst_score = max(worst_score, ds)
+        print(f"| {name:<28} | " + " | ".join(cells) + f" | {ds:>14.1e} |")
+    print("| geometric mean               | " + " | ".join(f"{geomean(errs[k]):>15.2e}" if k in errs else f"{'n/a':>15}" for k in cols) + f" | {'':>14} |")
+    print("| max                          | " + " | ".join(f"{max(errs[k]):>15.2e}" if k in errs else f"{'n/a':>15}" for k in cols) + f" | {worst_score:>14.1e} |")
+
+
+if __name__ == "__main__":
+    main()
