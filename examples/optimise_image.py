@@ -46,10 +46,12 @@ def optimise(
 ) -> tuple[torch.Tensor, dict[str, list[float]]]:
     x = observed.clone().requires_grad_(True)
     opt = torch.optim.Adam([x], lr=args.lr)
+    # The reference never changes: its backbone features are computed once.
+    fixed = topiq.with_target(ref)
     curves: dict[str, list[float]] = {"MSE to observed": [], "1 - TOPIQ": []}
     for _ in tqdm(range(args.steps), desc=name, unit="step"):
         fidelity = pixel_loss(x, observed, "mse")
-        perceptual = topiq(x, ref)
+        perceptual = fixed(x)
         loss = perceptual + fidelity_weight * fidelity
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -86,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
     C.report(results, title, curves, panels, out, "optimise", label, ylabel="term value (unweighted)")
     print(f"done in {timer():.0f} s")
     return results
+
 
 if __name__ == "__main__":
     main()

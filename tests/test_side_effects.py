@@ -46,6 +46,20 @@ def test_call_changes_no_global_state_rng_or_inputs(loss_fn):
     assert torch.equal(pred.detach(), pred_copy) and torch.equal(target, target_copy)
 
 
+def test_rebuilding_the_fused_backbone_draws_no_random_numbers(net):
+    """A .to()/load/edit rebuilds the fused copy lazily, inside a user's forward."""
+    import copy
+
+    other = copy.deepcopy(net).float()  # _apply drops the fused copy
+    assert other.semantic_model.__dict__["_fused"] is None
+    target = smooth_images(1, 40, 40, seed=56)
+    rng = torch.get_rng_state()
+    with torch.no_grad():
+        other(distort(target, 57), target)
+    assert other.semantic_model.__dict__["_fused"] is not None
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
 def test_grad_mode_respected_inside_no_grad(loss_fn):
     target = smooth_images(1, 32, 32, seed=53)
     p = distort(target, 54).requires_grad_(True)

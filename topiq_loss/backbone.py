@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
+from torch.nn.utils import skip_init
 from torchvision.models import resnet50
 
 __all__ = ["ResNet50Features", "FEATURE_CHANNELS", "fold_batchnorm"]
@@ -36,7 +37,9 @@ def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     w = conv.weight.detach().double()
     b = conv.bias.detach().double() if conv.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
     scale = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)
-    fused = nn.Conv2d(
+    # skip_init: no random initialisation, so folding never draws from the global RNG.
+    fused = skip_init(
+        nn.Conv2d,
         conv.in_channels,
         conv.out_channels,
         conv.kernel_size,  # type: ignore[arg-type]

@@ -202,11 +202,13 @@ class CFANetFR(nn.Module):
         # in backward too: they hold about as much memory as the backbone's.
         use_cp = checkpoint and (feats_d[0].requires_grad or feats_r[0].requires_grad)
         for i in reversed(range(len(feats_d))):
-            pooled, gate = _pool_level(feats_d[i], feats_r[i], self.weight_pool[i], size, use_cp)
+            reduced, gate = _pool_level(
+                feats_d[i], feats_r[i], self.weight_pool[i], self.dim_reduce[i], size, use_cp
+            )
             gates.append(gate)
-            grid = (pooled.shape[-2], pooled.shape[-1])
+            grid = (reduced.shape[-2], reduced.shape[-1])
             level_pos = pos if grid == size else self.position_embedding(grid)
-            x = self.dim_reduce[i](pooled).flatten(2).transpose(1, 2)
+            x = reduced.flatten(2).transpose(1, 2)
             x = x + level_pos.to(x.dtype)
             tokens.append(self.sa_attn_blks[i](x))
 
@@ -250,10 +252,26 @@ class CFANetFR(nn.Module):
 CPU_CHUNK_BYTES = 16 * 2**20
 
 
-def _pool_level(
-    dist: torch.Tensor, ref: torch.Tensor, gate_net: nn.Module, size: tuple[int, int], use_cp: bool
+def _glp_reduce(
+    dist: torch.Tensor, ref: torch.Tensor, gate_net: nn.Module, reduce: nn.Module, size: tuple[int, int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`gated_local_pool` of one level, checkpointed or in CPU-friendly batch chunks."""
+    pooled, gate = gated_local_pool(dist, ref, gate_net, size)
+    return reduce(pooled), gate
+
+
+def _pool_level(
+    dist: torch.Tensor,
+    ref: torch.Tensor,
+    gate_net: nn.Module,
+    reduce: nn.Module,
+    size: tuple[int, int],
+    use_cp: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GLP and the channel reduction of one level: (N, 256, h', w') and the gate.
+
+    Checkpointed as one unit (neither the full-resolution products nor the 3C-channel
+    pooled map are kept), and on CPU run in batch chunks (see :data:`CPU_CHUNK_BYTES`).
+    """
     n = dist.shape[0]
     per_sample = dist[0].numel() * dist.element_size()
     chunk = n
@@ -262,9 +280,9 @@ def _pool_level(
     outs = []
     for d, r in zip(dist.split(chunk), ref.split(chunk), strict=True):
         if use_cp:
-            outs.append(cp.checkpoint(gated_local_pool, d, r, gate_net, size, use_reentrant=False))
+            outs.append(cp.checkpoint(_glp_reduce, d, r, gate_net, reduce, size, use_reentrant=False))
         else:
-            outs.append(gated_local_pool(d, r, gate_net, size))
+            outs.append(_glp_reduce(d, r, gate_net, reduce, size))
     if len(outs) == 1:
         return outs[0]
     return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
