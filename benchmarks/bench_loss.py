@@ -90,8 +90,10 @@ def time_rows(
     The rows take turns (round robin) rather than running back to back, so that a
     slow spell on a shared machine hits every row alike.
     """
-    for _, step, _ in rows:  # warm-up (and compilation)
-        run_once(step, pred, target)
+    for label, step, _ in rows:  # warm-up (and compilation)
+        first, _ = run_once(step, pred, target)
+        if "compile" in label:
+            print(f"# {label}: first call (compilation) {first:.1f} s", flush=True)
     times: list[list[float]] = [[] for _ in rows]
     peaks: list[float | None] = [None for _ in rows]
     for _ in range(repeats):

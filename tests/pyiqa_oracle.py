@@ -35,11 +35,11 @@ class _Registry:
         return lambda cls: cls
 
 
-def _identity_mos(score: torch.Tensor) -> torch.Tensor:
-    # pyiqa maps a (N, C) class distribution to a MOS; for C == 1 that is the score.
-    if score.shape[-1] != 1:
-        raise NotImplementedError("stand-in only supports one output class")
-    return score
+def _dist_to_mos(score: torch.Tensor) -> torch.Tensor:
+    # pyiqa maps a (N, C) class distribution to its expected score over 1..C (the
+    # documented behaviour of its dist_to_mos); for C == 1 that is the score itself.
+    values = torch.arange(1, score.shape[-1] + 1, dtype=score.dtype, device=score.device)
+    return (score * values).sum(dim=-1, keepdim=True)
 
 
 def _unavailable(*args, **kwargs):
@@ -66,7 +66,7 @@ def load_reference_module() -> types.ModuleType | None:
         "pyiqa.utils.download_util": _stub("pyiqa.utils.download_util", DEFAULT_CACHE_DIR="/nonexistent"),
         "pyiqa.archs.arch_util": _stub(
             "pyiqa.archs.arch_util",
-            dist_to_mos=_identity_mos,
+            dist_to_mos=_dist_to_mos,
             load_pretrained_network=_unavailable,
             uniform_crop=_unavailable,
             get_url_from_name=lambda name, *a, **k: f"stand-in://{name}",
@@ -106,5 +106,23 @@ def build_reference_fr() -> torch.nn.Module | None:
         backbone_pretrain=False,
         use_ref=True,
         pretrained=False,
+    )
+    return net.eval()
+
+
+def build_reference_nr(aesthetics: bool = False, test_img_size: int | None = None) -> torch.nn.Module | None:
+    """pyiqa's ``CFANet(use_ref=False)`` (quality, or the AVA aesthetics layout), random init."""
+    module = load_reference_module()
+    if module is None:
+        return None
+    extra = {"inter_dim": 512, "num_heads": 8, "num_class": 10} if aesthetics else {}
+    net = module.CFANet(
+        semantic_model_name="resnet50",
+        model_name="cfanet_iaa_ava_res50" if aesthetics else "cfanet_nr_koniq_res50",
+        backbone_pretrain=False,
+        use_ref=False,
+        pretrained=False,
+        test_img_size=test_img_size,
+        **extra,
     )
     return net.eval()

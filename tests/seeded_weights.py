@@ -16,7 +16,8 @@ import torch
 def seeded_state_dict(template: dict[str, torch.Tensor], seed: int = 0) -> dict[str, torch.Tensor]:
     rng = np.random.default_rng(seed)
     out = {}
-    for key, ref in template.items():
+    # Sorted: the values depend on the key names only, not on module registration order.
+    for key, ref in sorted(template.items()):
         shape = tuple(ref.shape)
         normal = rng.standard_normal(shape) if shape else np.zeros(())
         leaf = key.rsplit(".", 1)[-1]

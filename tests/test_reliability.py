@@ -67,7 +67,8 @@ def test_eight_processes_first_use_download_once(server, tmp_path, seeded_checkp
     x, y = torch.rand(1, 3, 32, 32, generator=g), torch.rand(1, 3, 32, 32, generator=g)
     with torch.no_grad():
         want = net(x, y).item()
-    assert len(scores) == 1 and abs(scores.pop() - want) < 1e-6
+    # Same weights in every process; 1 thread there vs 2 here reorders float32 sums.
+    assert len(scores) == 1 and abs(scores.pop() - want) < 1e-5
     cache = tmp_path / "torch_home" / "hub" / "checkpoints"
     assert sorted(p.name for p in cache.iterdir()) == [name, name + ".lock"]
     assert (cache / name).read_bytes() == seeded_checkpoint

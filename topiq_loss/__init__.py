@@ -1,4 +1,4 @@
-"""topiq_loss: TOPIQ-FR (CFANet-FR) as a frozen, differentiable perceptual loss."""
+"""topiq_loss: TOPIQ (CFANet, full-reference and no-reference) as frozen, differentiable losses."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from .adapters import (
 )
 from .backbone import ResNet50Features
 from .cfanet import CFANetFeatures, CFANetFR
+from .cfanet_nr import CFANetNR
 from .functional import (
     TargetFeatures,
     topiq_fr,
@@ -22,23 +23,29 @@ from .functional import (
     topiq_fr_target_features,
 )
 from .hub import WeightsError, default_cache_dir, download_weights, read_state_dict
+from .functional_nr import topiq_nr, topiq_nr_features, topiq_nr_loss
 from .loss import TOPIQLoss, TOPIQTarget, build_network
+from .loss_nr import TOPIQNRLoss, build_nr_network
 from .maps import LEVELS, QualityMaps, quality_maps, render_maps
-from .weights import DEFAULT_WEIGHTS, WEIGHTS, WeightsEntry
+from .weights import DEFAULT_NR_WEIGHTS, DEFAULT_WEIGHTS, NR_WEIGHTS, WEIGHTS, WeightsEntry
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CFANetFR",
     "CFANetFeatures",
+    "CFANetNR",
+    "DEFAULT_NR_WEIGHTS",
     "DEFAULT_WEIGHTS",
     "DenoiseLoss",
     "GeneratorLoss",
     "LEVELS",
+    "NR_WEIGHTS",
     "QualityMaps",
     "ResNet50Features",
     "SRLoss",
     "TOPIQLoss",
+    "TOPIQNRLoss",
     "TOPIQTarget",
     "TargetFeatures",
     "WEIGHTS",
@@ -47,6 +54,7 @@ __all__ = [
     "adversarial_d_loss",
     "adversarial_g_loss",
     "build_network",
+    "build_nr_network",
     "default_cache_dir",
     "download_weights",
     "pixel_loss",
@@ -57,6 +65,9 @@ __all__ = [
     "topiq_fr_features",
     "topiq_fr_loss",
     "topiq_fr_target_features",
+    "topiq_nr",
+    "topiq_nr_features",
+    "topiq_nr_loss",
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

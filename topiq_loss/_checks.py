@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -117,16 +118,18 @@ def check_non_negative(value: object, name: str) -> float:
     return float(value)
 
 
-def check_input_range(input_range: object) -> tuple[float, float]:
+def check_input_range(input_range: object, name: str = "input_range") -> tuple[float, float]:
+    """(low, high) with finite low < high."""
     if (
         not isinstance(input_range, Sequence)
         or len(input_range) != 2
-        or not all(isinstance(v, (int, float)) for v in input_range)
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in input_range)
+        or not all(math.isfinite(v) for v in input_range)
         or not input_range[1] > input_range[0]
     ):
         raise ValueError(
-            f"`input_range` must be (low, high) with high > low, e.g. (0, 1) or (-1, 1); "
-            f"got {input_range!r}"
+            f"`{name}` must be (low, high) of finite numbers with high > low, e.g. (0, 1) or "
+            f"(-1, 1); got {input_range!r}"
         )
     return float(input_range[0]), float(input_range[1])
 

@@ -34,6 +34,7 @@ __all__ = [
     "read_state_dict",
     "load_state_dict_checked",
     "resolve_weights",
+    "checkpoint_layout",
 ]
 
 logger = logging.getLogger(__name__)
@@ -179,7 +180,7 @@ def download_weights(
                 failures.append(f"  {url}: {exc}")
     tried = "\n".join(failures)
     raise WeightsError(
-        f"Could not download the TOPIQ-FR weights {entry.name!r} ({entry.filename}).\n"
+        f"Could not download the TOPIQ weights {entry.name!r} ({entry.filename}).\n"
         f"Tried:\n{tried}\n"
         f"To work offline, fetch the file on a connected machine and place it at\n  {dest}\n"
         f"or pass weights='/path/to/{entry.filename}', or set {MIRROR_ENV} to a base URL "
@@ -233,6 +234,24 @@ def _first(names: list[str], n: int = 5) -> str:
     return ", ".join(names[:n]) + more
 
 
+#: Checkpoint layouts, told apart by their tensors.
+LAYOUTS = {
+    "fr": "CFANet-FR (full-reference TOPIQ-FR: use TOPIQLoss)",
+    "nr": "CFANet-NR quality (no-reference TOPIQ-NR: use TOPIQNRLoss)",
+    "iaa": "CFANet-NR aesthetics (TOPIQ-IAA, AVA: use TOPIQNRLoss)",
+}
+
+
+def checkpoint_layout(state: Mapping[str, torch.Tensor]) -> str | None:
+    """``"fr"``, ``"nr"`` or ``"iaa"`` from a state dict's tensors; None if none fits."""
+    emb = state.get("h_emb")
+    if "weight_pool.0.0.weight" in state:
+        return "fr"
+    if "weight_pool.0.splitconv.weight" in state and isinstance(emb, torch.Tensor) and emb.dim() == 4:
+        return "iaa" if emb.shape[1] == 256 else "nr"
+    return None
+
+
 def load_state_dict_checked(net: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
     """``net.load_state_dict(state, strict=True)`` with one readable error on mismatch."""
     own = net.state_dict()
@@ -244,6 +263,9 @@ def load_state_dict_checked(net: nn.Module, state: Mapping[str, torch.Tensor], s
         if k in state and state[k].shape != own[k].shape
     ]
     if missing or unexpected or shapes:
+        want, got = checkpoint_layout(own), checkpoint_layout(state)
+        if want is not None and got is not None and want != got:
+            raise WeightsError(f"{source} is a {LAYOUTS[got]} checkpoint, not a {LAYOUTS[want]} one")
         parts = []
         if missing:
             parts.append(f"{len(missing)} missing keys ({_first(missing)})")
@@ -251,9 +273,8 @@ def load_state_dict_checked(net: nn.Module, state: Mapping[str, torch.Tensor], s
             parts.append(f"{len(unexpected)} unexpected keys ({_first(unexpected)})")
         if shapes:
             parts.append(f"{len(shapes)} shape mismatches ({_first(shapes, 3)})")
-        raise WeightsError(
-            f"{source} is not a CFANet-FR (TOPIQ-FR, ResNet50) checkpoint: " + "; ".join(parts)
-        )
+        kind = LAYOUTS[want].split(" (")[0] if want is not None else type(net).__name__
+        raise WeightsError(f"{source} is not a {kind} (TOPIQ, ResNet50) checkpoint: " + "; ".join(parts))
     net.load_state_dict(state, strict=True)
 
 
@@ -261,22 +282,24 @@ def resolve_weights(
     weights: str | os.PathLike[str] | None,
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
-) -> tuple[dict[str, torch.Tensor] | None, str]:
-    """State dict and a description for a ``weights=`` argument.
+    registry: Mapping[str, WeightsEntry] = WEIGHTS,
+) -> tuple[dict[str, torch.Tensor] | None, str, WeightsEntry | None]:
+    """State dict, a description and the registry entry (None for files) of a ``weights=``.
 
-    ``"kadid"``/``"pipal"`` download (or reuse) the official file; any other string
-    or path is loaded as a local file; ``None`` returns ``(None, ...)`` for random init.
+    Registry names download (or reuse) the official file; any other string or path
+    is loaded as a local file; ``None`` returns ``(None, ..., None)`` for random init.
     """
     if weights is None:
-        return None, "random init"
-    if isinstance(weights, str) and weights in WEIGHTS:
-        path = download_weights(weights, cache_dir=cache_dir, progress=progress)
-        return read_state_dict(path), f"official {weights!r} weights ({path})"
+        return None, "random init", None
+    if isinstance(weights, str) and weights in registry:
+        entry = registry[weights]
+        path = download_weights(entry, cache_dir=cache_dir, progress=progress)
+        return read_state_dict(path), f"official {weights!r} weights ({path})", entry
     if isinstance(weights, (str, os.PathLike)):
         path = Path(weights)
         if not path.exists() and isinstance(weights, str) and os.sep not in weights and "." not in weights:
-            get_weights_entry(weights)  # raises, listing the valid names
-        return read_state_dict(path), f"`weights` file {path}"
+            get_weights_entry(weights, registry)  # raises, listing the valid names
+        return read_state_dict(path), f"`weights` file {path}", None
     raise TypeError(
-        f"`weights` must be one of {sorted(WEIGHTS)}, a path, or None; got {type(weights).__name__}"
+        f"`weights` must be one of {sorted(registry)}, a path, or None; got {type(weights).__name__}"
     )

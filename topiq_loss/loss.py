@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import os
-import warnings
-from collections.abc import Callable
-from typing import Any
 
 import torch
-import torch.nn as nn
 
-from . import _checks
 from .cfanet import CFANetFeatures, CFANetFR
 from .functional import (
     Reduction,
@@ -20,9 +15,9 @@ from .functional import (
     topiq_fr_loss,
     topiq_fr_target_features,
 )
-from .hub import load_state_dict_checked, resolve_weights
+from .frozen import FrozenNetworkLoss, load_network
 from .maps import QualityMaps, quality_maps
-from .weights import DEFAULT_WEIGHTS
+from .weights import DEFAULT_WEIGHTS, WEIGHTS
 
 __all__ = ["TOPIQLoss", "TOPIQTarget", "build_network"]
 
@@ -32,23 +27,17 @@ def build_network(
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
 ) -> CFANetFR:
-    """A frozen CFANet-FR in eval mode with ``weights`` loaded (see :class:`TOPIQLoss`)."""
-    state, source = resolve_weights(weights, cache_dir=cache_dir, progress=progress)
-    net = CFANetFR()
-    if state is None:
-        warnings.warn(
-            "TOPIQ network built with weights=None: RANDOM weights, scores are meaningless. "
-            "Use this for tests only.",
-            UserWarning,
-            stacklevel=3,
-        )
-    else:
-        load_state_dict_checked(net, state, source)
-    net.requires_grad_(False)
-    return net.eval()
+    """A frozen CFANet-FR in eval mode with ``weights`` loaded (see :class:`TOPIQLoss`).
+
+    Raises:
+        WeightsError: the file is not a CFANet-FR checkpoint (a no-reference file is
+            named as such), or cannot be downloaded or read.
+    """
+    net, _ = load_network(weights, WEIGHTS, CFANetFR, {"fr": CFANetFR}, cache_dir, progress)
+    return net  # type: ignore[return-value]
 
 
-class TOPIQLoss(nn.Module):
+class TOPIQLoss(FrozenNetworkLoss):
     """TOPIQ-FR perceptual loss: ``loss_weight * reduce(1 - score(pred, target))``.
 
     The network is frozen: it has no trainable parameters, stays in eval mode
@@ -106,47 +95,29 @@ class TOPIQLoss(nn.Module):
         progress: bool = True,
         net: CFANetFR | None = None,
     ) -> None:
-        super().__init__()
-        self.reduction = _checks.check_reduction(reduction)
-        self.loss_weight = _checks.check_loss_weight(loss_weight)
-        self.input_range = _checks.check_input_range(input_range)
-        self.checkpoint = bool(checkpoint)
-        self.amp_backbone = bool(amp_backbone)
-        self.keep_in_state_dict = bool(keep_in_state_dict)
         if net is None:
             net = build_network(weights, cache_dir=cache_dir, progress=progress)
-            self.weights_name = "random (tests only)" if weights is None else str(weights)
+            self_weights_name = "random (tests only)" if weights is None else str(weights)
         else:
-            if not isinstance(net, CFANetFR):
-                raise TypeError(f"`net` must be a CFANetFR; got {type(net).__name__}")
-            net.requires_grad_(False).eval()
-            self.weights_name = "given network"
-        if fuse_backbone is not None or channels_last is not None:
-            fuse = net.semantic_model.fused_enabled if fuse_backbone is None else bool(fuse_backbone)
-            net.semantic_model.set_fused(fuse, channels_last)
-        net.semantic_model.prepare()
-        if self.keep_in_state_dict:
-            self._net = net
-        else:
-            # A plain attribute: invisible to parameters(), state_dict(), train() and
-            # DDP; _apply below keeps .to()/.cuda()/.half() working.
-            self.__dict__["_frozen"] = (net,)
-        super().train(False)
+            self_weights_name = "given network"
+        super().__init__(
+            net,
+            CFANetFR,
+            reduction,
+            loss_weight,
+            input_range,
+            checkpoint,
+            amp_backbone,
+            fuse_backbone,
+            channels_last,
+            keep_in_state_dict,
+        )
+        self.weights_name = self_weights_name
 
     @property
     def net(self) -> CFANetFR:
         """The frozen :class:`CFANetFR`."""
-        return self._net if self.keep_in_state_dict else self.__dict__["_frozen"][0]
-
-    def _apply(self, fn: Callable[..., Any], recurse: bool = True) -> TOPIQLoss:
-        super()._apply(fn, recurse)
-        if not self.keep_in_state_dict and recurse:
-            self.__dict__["_frozen"][0]._apply(fn, recurse)
-        return self
-
-    def train(self, mode: bool = True) -> TOPIQLoss:
-        """No-op: the loss always stays in eval mode (frozen BatchNorm, no dropout)."""
-        return super().train(False)
+        return super().net  # type: ignore[no-any-return]
 
     def extra_repr(self) -> str:
         return (

@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from .cfanet import CFANetFR
+from .trunk import CFANetFeatures
 from .functional import prepare_pair
 
-__all__ = ["LEVELS", "QualityMaps", "quality_maps", "render_maps"]
+__all__ = ["LEVELS", "QualityMaps", "maps_from_features", "quality_maps", "render_maps"]
 
 LEVELS = ("stem", "layer1", "layer2", "layer3", "layer4")
 
@@ -65,12 +66,15 @@ def quality_maps(
         :class:`QualityMaps` (no gradients), maps of shape (N, 1, H, W), float32.
     """
     p, t = prepare_pair(pred, target, net, input_range)
-    feats = net.forward_features(p, t, need_maps=True)
-    size = (pred.shape[-2], pred.shape[-1])
-    gates = [_upsample(g, size) for g in feats.gates]
+    return maps_from_features(net.forward_features(p, t, need_maps=True), (pred.shape[-2], pred.shape[-1]))
+
+
+def maps_from_features(feats: CFANetFeatures, size: tuple[int, int]) -> QualityMaps:
+    """Upsample a pass's gates and cross-attention (FR or NR) to ``size``."""
+    gates = [_upsample(g.detach(), size) for g in feats.gates]
     # forward_features lists the cross-attention steps top-down (layer3 .. stem).
-    cross = [_upsample(c.unsqueeze(1), size) for c in reversed(feats.cross_attention)]
-    return QualityMaps(score=feats.score.float(), gates=gates, cross_attention=cross)
+    cross = [_upsample(c.detach().unsqueeze(1), size) for c in reversed(feats.cross_attention)]
+    return QualityMaps(score=feats.score.detach().float(), gates=gates, cross_attention=cross)
 
 
 def _heat(m: torch.Tensor, grey: torch.Tensor, alpha: float = 0.6) -> torch.Tensor:
@@ -84,15 +88,17 @@ def _heat(m: torch.Tensor, grey: torch.Tensor, alpha: float = 0.6) -> torch.Tens
 
 
 def render_maps(
-    dist: torch.Tensor, ref: torch.Tensor, maps: QualityMaps, index: int = 0, panel: int = 256
+    dist: torch.Tensor, ref: torch.Tensor | None, maps: QualityMaps, index: int = 0, panel: int = 256
 ):
     """A labelled PIL image of one sample's maps, overlaid on the distorted image.
 
-    Rows: DIST, REF, |DIST - REF|; the gate per level; the cross-scale attention
-    received per level. Each map is min-max scaled for display (turbo colour map).
+    Rows: DIST, REF, |DIST - REF| (the image alone for a no-reference pass, ``ref``
+    None); the gate per level; the cross-scale attention received per level. Each
+    map is min-max scaled for display (turbo colour map).
 
     Args:
-        dist, ref: (N, 3, H, W) images in [0, 1] (as given to :func:`quality_maps`).
+        dist, ref: (N, 3, H, W) images in [0, 1] (as given to :func:`quality_maps`);
+            ``ref`` None for the maps of :meth:`TOPIQNRLoss.quality_maps`.
         maps: the result of :func:`quality_maps` for them.
         index: which sample of the batch.
         panel: longest side of each panel in pixels.
@@ -100,13 +106,18 @@ def render_maps(
     from PIL import Image, ImageDraw
 
     d = dist[index].detach().float().cpu().clamp(0, 1)
-    r = ref[index].detach().float().cpu().clamp(0, 1)
     if d.shape[0] == 1:
-        d, r = d.expand(3, -1, -1), r.expand(3, -1, -1)
+        d = d.expand(3, -1, -1)
     grey = d.mean(dim=0, keepdim=True)
-    diff = (d - r).abs().mean(dim=0, keepdim=True)
+    if ref is None:
+        first = [("IMAGE", d)]
+    else:
+        r = ref[index].detach().float().cpu().clamp(0, 1)
+        r = r.expand(3, -1, -1) if r.shape[0] == 1 else r
+        diff = (d - r).abs().mean(dim=0, keepdim=True)
+        first = [("DIST", d), ("REF", r), ("|DIST - REF|", _heat(diff, grey, alpha=1.0))]
     rows = [
-        [("DIST", d), ("REF", r), ("|DIST - REF|", _heat(diff, grey, alpha=1.0))],
+        first,
         [(f"gate {name}", _heat(g[index].cpu(), grey)) for name, g in zip(LEVELS, maps.gates, strict=True)],
         [
             (f"attention on {name}", _heat(c[index].cpu(), grey))

@@ -1,15 +1,29 @@
-"""Registry of the official CFANet-FR (TOPIQ-FR) checkpoints.
+"""Registry of the official CFANet checkpoints (TOPIQ-FR, TOPIQ-NR, TOPIQ-IAA, ResNet50).
 
 Only metadata lives here; :mod:`topiq_loss.hub` downloads, verifies and caches.
-The weights are the TOPIQ authors' and carry their terms (non-commercial use);
-this package never bundles them.
+Each entry knows the network it fits (``build``), the input resize the model was
+evaluated with and its score range. The weights are the TOPIQ authors' and carry
+their terms (non-commercial use); this package never bundles them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["WeightsEntry", "WEIGHTS", "DEFAULT_WEIGHTS", "get_weights_entry"]
+import torch.nn as nn
+
+from .cfanet import CFANetFR
+from .cfanet_nr import CFANetNR
+
+__all__ = [
+    "DEFAULT_NR_WEIGHTS",
+    "DEFAULT_WEIGHTS",
+    "NR_WEIGHTS",
+    "WEIGHTS",
+    "WeightsEntry",
+    "get_weights_entry",
+]
 
 _GITHUB = "https://github.com/chaofengc/IQA-PyTorch/releases/download/v0.1-weights"
 _HF = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main"
@@ -26,22 +40,30 @@ class WeightsEntry:
     """One official checkpoint.
 
     Attributes:
-        name: registry key (``"kadid"``, ``"pipal"``).
+        name: registry key (``"kadid"``, ``"koniq"``, ...).
         filename: file name as published; torch.hub-style ``<stem>-<sha256[:8]>.pth``.
         sha256_prefix: the published hash prefix (no full digest is published).
         urls: download locations in priority order.
-        meta: training data, score range, licence, paper.
+        build: makes the (randomly initialised) network the file loads into.
+        resize: short side the model was evaluated at (antialiased resize), or None
+            to take images as given.
+        score_range: (worst, best) score, used to map a score to a 0-is-best loss.
+        meta: training data, what it measures, licence, paper.
     """
 
     name: str
     filename: str
     sha256_prefix: str
     urls: tuple[str, ...]
+    build: Callable[[], nn.Module] = field(default=CFANetFR, compare=False)
+    resize: int | None = None
+    score_range: tuple[float, float] = (0.0, 1.0)
     meta: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
 
-def _entry(name: str, filename: str, dataset: str) -> WeightsEntry:
+def _entry(name: str, filename: str, dataset: str, measures: str, **kwargs: object) -> WeightsEntry:
     prefix = filename.rsplit("-", 1)[1].split(".", 1)[0]
+    worst, best = kwargs.get("score_range", (0.0, 1.0))  # type: ignore[misc]
     return WeightsEntry(
         name=name,
         filename=filename,
@@ -49,26 +71,54 @@ def _entry(name: str, filename: str, dataset: str) -> WeightsEntry:
         urls=(f"{_GITHUB}/{filename}", f"{_HF}/{filename}"),
         meta={
             "dataset": dataset,
-            "score_range": "about 0 (worst) to 1 (best); higher is better",
+            "measures": measures,
+            "score_range": f"about {worst:g} (worst) to {best:g} (best); higher is better",
             "license": _LICENSE,
             "paper": _PAPER,
         },
+        **kwargs,  # type: ignore[arg-type]
     )
 
 
+#: Full-reference (TOPIQ-FR) checkpoints, for :class:`~topiq_loss.TOPIQLoss`.
 WEIGHTS: dict[str, WeightsEntry] = {
-    "kadid": _entry("kadid", "cfanet_fr_kadid_res50-2c4cc61d.pth", "KADID-10k"),
-    "pipal": _entry("pipal", "cfanet_fr_pipal_res50-69bbe5ba.pth", "PIPAL"),
+    "kadid": _entry(
+        "kadid", "cfanet_fr_kadid_res50-2c4cc61d.pth", "KADID-10k", "fidelity to a reference (synthetic distortions)"
+    ),
+    "pipal": _entry(
+        "pipal", "cfanet_fr_pipal_res50-69bbe5ba.pth", "PIPAL", "fidelity to a reference (incl. GAN/SR outputs)"
+    ),
 }
 DEFAULT_WEIGHTS = "kadid"
 
+#: No-reference checkpoints (TOPIQ-NR quality, TOPIQ-IAA aesthetics), for
+#: :class:`~topiq_loss.TOPIQNRLoss`.
+NR_WEIGHTS: dict[str, WeightsEntry] = {
+    "koniq": _entry(
+        "koniq", "cfanet_nr_koniq_res50-9a73138b.pth", "KonIQ-10k", "technical quality of in-the-wild photos",
+        build=CFANetNR,
+    ),
+    "spaq": _entry(
+        "spaq", "cfanet_nr_spaq_res50-a7f799ac.pth", "SPAQ", "quality of smartphone photos", build=CFANetNR
+    ),
+    "flive": _entry(
+        "flive", "cfanet_nr_flive_res50-ded1c74e.pth", "FLIVE (PaQ-2-PiQ)", "quality of in-the-wild photos",
+        build=CFANetNR, resize=384,
+    ),
+    "ava": _entry(
+        "ava", "cfanet_iaa_ava_res50-3cd62bb3.pth", "AVA", "aesthetics (expected 1..10 rating)",
+        build=CFANetNR.aesthetics, resize=384, score_range=(1.0, 10.0),
+    ),
+}
+DEFAULT_NR_WEIGHTS = "koniq"
 
-def get_weights_entry(name: str) -> WeightsEntry:
+
+def get_weights_entry(name: str, registry: Mapping[str, WeightsEntry] = WEIGHTS) -> WeightsEntry:
     """The registry entry called ``name``; a ValueError lists the valid names."""
     try:
-        return WEIGHTS[name]
+        return registry[name]
     except KeyError:
         raise ValueError(
-            f"`weights` must be one of {sorted(WEIGHTS)}, a path to a checkpoint file, "
+            f"`weights` must be one of {sorted(registry)}, a path to a checkpoint file, "
             f"or None; got {name!r}"
         ) from None

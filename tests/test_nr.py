@@ -1,0 +1,231 @@
+"""No-reference TOPIQ: CFANet-NR (quality) and the AVA aesthetics layout."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from accuracy_cases import CASE_MAX, GEOMEAN_MAX, SCORE_TOL, geomean, rel_error
+from conftest import distort, smooth_images
+from pyiqa_oracle import build_reference_nr
+from seeded_weights import seeded_state_dict
+from topiq_loss import (
+    CFANetFR,
+    CFANetNR,
+    NR_WEIGHTS,
+    TOPIQLoss,
+    TOPIQNRLoss,
+    WeightsError,
+    topiq_nr,
+    topiq_nr_loss,
+)
+from topiq_loss.functional_nr import resize_short_side
+from weights_server import checkpoint_bytes
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference"
+LAYOUTS = {"quality": (CFANetNR, "cfanet_nr_state_dict_keys.txt"), "aesthetics": (CFANetNR.aesthetics, "cfanet_iaa_res50_state_dict_keys.txt")}
+SHAPES = [(1, 3, 32, 32), (2, 3, 45, 67), (3, 3, 97, 61), (1, 3, 128, 200)]
+
+
+@pytest.fixture(scope="session", params=sorted(LAYOUTS))
+def layout(request):
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def nr_states() -> dict[str, dict[str, torch.Tensor]]:
+    return {k: seeded_state_dict(build().state_dict(), seed=7) for k, (build, _) in LAYOUTS.items()}
+
+
+@pytest.fixture(scope="session")
+def nr_nets(nr_states) -> dict[str, CFANetNR]:
+    nets = {}
+    for k, (build, _) in LAYOUTS.items():
+        net = build()
+        net.load_state_dict(nr_states[k], strict=True)
+        nets[k] = net.requires_grad_(False).eval()
+    return nets
+
+
+@pytest.fixture(scope="session")
+def nr_files(tmp_path_factory, nr_states) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("nr_weights")
+    out = {}
+    for k, state in nr_states.items():
+        out[k] = folder / f"seeded_untrained_{k}.pth"
+        out[k].write_bytes(checkpoint_bytes(state))
+    return out
+
+
+def _reference(aesthetics: bool, state, test_img_size=None):
+    ref = build_reference_nr(aesthetics, test_img_size=test_img_size)
+    if ref is None:
+        pytest.skip("pyiqa (and timm) not installed: `pip install timm && pip install --no-deps pyiqa==0.1.16`")
+    ref.load_state_dict(state, strict=True)
+    return ref.eval()
+
+
+def _score_grad(fn, x):
+    x = x.clone().requires_grad_(True)
+    s = fn(x).reshape(-1)
+    (g,) = torch.autograd.grad(s.sum(), x)
+    return s.detach(), g
+
+
+def test_state_dict_keys_match_the_official_layouts(layout):
+    build, filename = LAYOUTS[layout]
+    path = SHARED / filename
+    if not path.is_file():
+        pytest.skip(f"{path} not found (CI has ../shared beside the checkout)")
+    want = {}
+    for line in path.read_text().splitlines():
+        name, rest = line.split(" ", 1)
+        want[name] = [int(v) for v in rest.rsplit(" ", 1)[0].strip("[]").split(",") if v.strip()]
+    got = {k: list(v.shape) for k, v in build().state_dict().items()}
+    assert got == want
+
+
+def test_scores_match_pyiqa(nr_nets, nr_states, layout):
+    """Scores within 1e-4 of pyiqa's CFANet(use_ref=False) in float32, odd/non-square shapes."""
+    aesthetics = layout == "aesthetics"
+    ref = _reference(aesthetics, nr_states[layout])
+    with torch.no_grad():
+        for i, shape in enumerate(SHAPES):
+            x = distort(smooth_images(shape[0], shape[2], shape[3], seed=70 + i), 80 + i)
+            want = ref(x).reshape(-1)
+            got = topiq_nr(x, net=nr_nets[layout])
+            assert got.shape == (shape[0],)
+            assert (got - want).abs().max().item() <= SCORE_TOL, shape
+    if aesthetics:
+        assert ((got >= 1) & (got <= 10)).all()
+
+
+def test_eval_resize_matches_pyiqa(nr_nets, nr_states, layout):
+    """resize=384 is pyiqa's eval-mode ``test_img_size=384`` (FLIVE, AVA)."""
+    ref = _reference(layout == "aesthetics", nr_states[layout], test_img_size=384)
+    x = distort(smooth_images(1, 120, 90, seed=90), 91)
+    with torch.no_grad():
+        want = ref(x).reshape(-1)
+        got = topiq_nr(x, net=nr_nets[layout], resize=384)
+        plain = topiq_nr(x, net=nr_nets[layout])
+    assert (got - want).abs().max().item() <= SCORE_TOL
+    assert (plain - want).abs().max().item() > SCORE_TOL  # the resize matters
+
+
+def test_resize_short_side_is_torchvisions():
+    import torchvision.transforms.functional as TF
+
+    for h, w in ((120, 90), (90, 121), (384, 500), (33, 33)):
+        x = torch.rand(2, 3, h, w)
+        want = TF.resize(x, 384, antialias=True)
+        got = resize_short_side(x, 384)
+        assert got.shape == want.shape
+        assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_gradient_contract_against_float64(nr_nets, nr_states, layout):
+    """Input gradients of the fused float32 path against the same network in float64,
+    itself checked against pyiqa in float64 where installed."""
+    net = nr_nets[layout]
+    net64 = copy.deepcopy(net).double()
+    net64.semantic_model.set_fused(False)
+    errors = []
+    for i, shape in enumerate(SHAPES[:3]):
+        x = distort(smooth_images(shape[0], shape[2], shape[3], seed=100 + i), 110 + i)
+        _, g = _score_grad(lambda t: topiq_nr(t, net=net), x)
+        s64, g64 = _score_grad(net64, x.double())
+        errors.append(rel_error(g, g64))
+    assert geomean(errors) <= GEOMEAN_MAX, errors
+    assert max(errors) <= CASE_MAX, errors
+    ref = build_reference_nr(layout == "aesthetics")
+    if ref is not None:
+        ref.load_state_dict(nr_states[layout])
+        ref64 = ref.double().eval()
+        s_p, g_p = _score_grad(ref64, x.double())
+        assert (s_p - s64).abs().max().item() <= 1e-9
+        assert rel_error(g64, g_p) <= 1e-6
+
+
+def test_loss_is_zero_at_best_and_maps_the_score_range(nr_nets):
+    x = distort(smooth_images(2, 48, 40, seed=120), 121)
+    for layout, (worst, best) in (("quality", (0.0, 1.0)), ("aesthetics", (1.0, 10.0))):
+        loss_fn = TOPIQNRLoss(net=nr_nets[layout], reduction="none")
+        assert loss_fn.score_range == (worst, best)
+        with torch.no_grad():
+            s = loss_fn.score(x)
+            assert torch.allclose(loss_fn(x), (best - s) / (best - worst), atol=1e-6)
+            fn = topiq_nr_loss(x, net=nr_nets[layout], score_range=(worst, best), loss_weight=2.0)
+            assert torch.allclose(fn, 2.0 * ((best - s) / (best - worst)).mean(), atol=1e-6)
+
+
+def test_loss_trains_an_image_and_is_frozen(nr_nets):
+    loss_fn = TOPIQNRLoss(net=nr_nets["quality"])
+    assert list(loss_fn.parameters()) == [] and loss_fn.state_dict() == {}
+    x = distort(smooth_images(1, 40, 40, seed=130), 131).requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=1e-2)
+    first = None
+    for _ in range(4):
+        loss = loss_fn(x)
+        first = loss.item() if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss_fn(x).item() < first
+    assert not loss_fn.training and not loss_fn.net.training
+
+
+def test_weights_by_path_read_the_layout(nr_files, nr_nets):
+    x = distort(smooth_images(1, 48, 48, seed=140), 141)
+    for layout, path in nr_files.items():
+        loss_fn = TOPIQNRLoss(weights=str(path), progress=False)
+        assert loss_fn.net.num_class == (10 if layout == "aesthetics" else 1)
+        assert loss_fn.resize is None
+        with torch.no_grad():
+            assert torch.allclose(loss_fn.score(x), nr_nets[layout](x), atol=1e-5)
+
+
+def test_fr_and_nr_files_are_refused_by_the_other_loss_with_a_sentence(nr_files, weights_file):
+    with pytest.raises(WeightsError, match="is a CFANet-FR .* checkpoint, not a CFANet-NR"):
+        TOPIQNRLoss(weights=str(weights_file))
+    with pytest.raises(WeightsError, match="is a CFANet-NR quality .* checkpoint, not a CFANet-FR"):
+        TOPIQLoss(weights=str(nr_files["quality"]))
+
+
+def test_registry_entries_know_their_network_resize_and_range():
+    assert sorted(NR_WEIGHTS) == ["ava", "flive", "koniq", "spaq"]
+    assert NR_WEIGHTS["koniq"].filename == "cfanet_nr_koniq_res50-9a73138b.pth"
+    assert NR_WEIGHTS["flive"].resize == 384 and NR_WEIGHTS["koniq"].resize is None
+    assert NR_WEIGHTS["ava"].score_range == (1.0, 10.0)
+    assert NR_WEIGHTS["ava"].build().num_class == 10
+    assert isinstance(NR_WEIGHTS["spaq"].build(), CFANetNR)
+    assert not isinstance(NR_WEIGHTS["spaq"].build(), CFANetFR)
+
+
+def test_random_weights_warn_and_bad_arguments_are_named():
+    with pytest.warns(UserWarning, match="RANDOM weights"):
+        loss_fn = TOPIQNRLoss(weights=None)
+    with pytest.raises(ValueError, match="`weights` must be one of \\['ava', 'flive', 'koniq', 'spaq'\\]"):
+        TOPIQNRLoss(weights="kadid")
+    with pytest.raises(ValueError, match="`resize` must be None or an int >= 32"):
+        topiq_nr(torch.rand(1, 3, 40, 40), net=loss_fn.net, resize=16)
+    with pytest.raises(ValueError, match="`img` must have shape"):
+        loss_fn(torch.rand(3, 40, 40))
+    with pytest.raises(ValueError, match="`score_range` must be"):
+        TOPIQNRLoss(net=loss_fn.net, score_range=(1.0, 1.0))
+
+
+def test_quality_maps_of_a_single_image(nr_nets):
+    from topiq_loss import render_maps
+
+    loss_fn = TOPIQNRLoss(net=nr_nets["quality"])
+    x = distort(smooth_images(2, 64, 48, seed=150), 151)
+    maps = loss_fn.quality_maps(x)
+    assert len(maps.gates) == 5 and len(maps.cross_attention) == 4
+    for m in maps.gates + maps.cross_attention:
+        assert m.shape == (2, 1, 64, 48) and not m.requires_grad
+        assert (m >= 0).all() and (m <= 1).all()
+    assert torch.allclose(maps.score, loss_fn.score(x).detach(), atol=1e-6)
+    assert render_maps(x, None, maps, panel=64).size[0] > 0

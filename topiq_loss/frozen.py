@@ -1,0 +1,117 @@
+"""What every TOPIQ loss module shares: a frozen network it holds but never exposes.
+
+The network is a plain attribute by default, so a generator holding the loss has
+no extra parameters, state-dict entries or DDP buckets; ``.to()``/``.cuda()``/
+``.half()`` still reach it. Its fused backbone is built once here, after loading.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch.nn as nn
+
+from . import _checks
+from .hub import load_state_dict_checked, resolve_weights
+from .trunk import CFANetTrunk
+from .weights import WeightsEntry
+
+__all__ = ["FrozenNetworkLoss", "load_network"]
+
+
+def load_network(
+    weights: str | os.PathLike[str] | None,
+    registry: Mapping[str, WeightsEntry],
+    default_build: Callable[[], nn.Module],
+    layout_builds: Mapping[str, Callable[[], nn.Module]],
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> tuple[CFANetTrunk, WeightsEntry | None]:
+    """A frozen network in eval mode with ``weights`` loaded, and its registry entry.
+
+    A registry name builds the entry's network; a file builds the network its
+    tensors describe (``layout_builds``, by :func:`~topiq_loss.hub.checkpoint_layout`);
+    ``None`` builds ``default_build`` with random weights (tests only; warns).
+    """
+    from .hub import checkpoint_layout
+
+    state, source, entry = resolve_weights(weights, cache_dir=cache_dir, progress=progress, registry=registry)
+    if entry is not None:
+        build = entry.build
+    elif state is not None:
+        build = layout_builds.get(checkpoint_layout(state) or "", default_build)
+    else:
+        build = default_build
+    net = build()
+    if state is None:
+        warnings.warn(
+            "TOPIQ network built with weights=None: RANDOM weights, scores are meaningless. "
+            "Use this for tests only.",
+            UserWarning,
+            stacklevel=4,
+        )
+    else:
+        load_state_dict_checked(net, state, source)
+    net.requires_grad_(False)
+    return net.eval(), entry  # type: ignore[return-value]
+
+
+class FrozenNetworkLoss(nn.Module):
+    """Base of the loss modules: holds a frozen CFANet and the options common to all.
+
+    Args: see :class:`~topiq_loss.TOPIQLoss` (reduction, loss_weight, input_range,
+    checkpoint, amp_backbone, fuse_backbone, channels_last, keep_in_state_dict).
+    """
+
+    def __init__(
+        self,
+        net: CFANetTrunk,
+        net_type: type[CFANetTrunk],
+        reduction: str = "mean",
+        loss_weight: float = 1.0,
+        input_range: tuple[float, float] = (0.0, 1.0),
+        checkpoint: bool = False,
+        amp_backbone: bool = False,
+        fuse_backbone: bool | None = None,
+        channels_last: bool | None = None,
+        keep_in_state_dict: bool = False,
+    ) -> None:
+        super().__init__()
+        if not isinstance(net, net_type):
+            raise TypeError(f"`net` must be a {net_type.__name__}; got {type(net).__name__}")
+        self.reduction = _checks.check_reduction(reduction)
+        self.loss_weight = _checks.check_loss_weight(loss_weight)
+        self.input_range = _checks.check_input_range(input_range)
+        self.checkpoint = bool(checkpoint)
+        self.amp_backbone = bool(amp_backbone)
+        self.keep_in_state_dict = bool(keep_in_state_dict)
+        net.requires_grad_(False).eval()
+        if fuse_backbone is not None or channels_last is not None:
+            fuse = net.semantic_model.fused_enabled if fuse_backbone is None else bool(fuse_backbone)
+            net.semantic_model.set_fused(fuse, channels_last)
+        net.semantic_model.prepare()
+        if self.keep_in_state_dict:
+            self._net = net
+        else:
+            # A plain attribute: invisible to parameters(), state_dict(), train() and
+            # DDP; _apply below keeps .to()/.cuda()/.half() working.
+            self.__dict__["_frozen"] = (net,)
+        super().train(False)
+
+    @property
+    def net(self) -> Any:
+        """The frozen network."""
+        return self._net if self.keep_in_state_dict else self.__dict__["_frozen"][0]
+
+    def _apply(self, fn: Callable[..., Any], recurse: bool = True) -> FrozenNetworkLoss:
+        super()._apply(fn, recurse)
+        if not self.keep_in_state_dict and recurse:
+            self.__dict__["_frozen"][0]._apply(fn, recurse)
+        return self
+
+    def train(self, mode: bool = True) -> FrozenNetworkLoss:
+        """No-op: the loss always stays in eval mode (frozen BatchNorm, no dropout)."""
+        return super().train(False)

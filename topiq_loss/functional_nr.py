@@ -1,0 +1,116 @@
+"""The no-reference TOPIQ score and loss as functions of a given (frozen) network."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import _checks
+from .cfanet_nr import CFANetNR
+from .functional import Reduction, reduce_loss
+from .trunk import CFANetFeatures
+
+__all__ = ["prepare_image", "resize_short_side", "topiq_nr", "topiq_nr_features", "topiq_nr_loss"]
+
+
+def resize_short_side(x: torch.Tensor, short: int) -> torch.Tensor:
+    """Antialiased bilinear resize to a short side of ``short`` px, aspect kept.
+
+    The long side is ``int(short * long / short_in)`` (truncated), as torchvision's
+    ``resize(x, short)`` computes it, which is what the official models were
+    evaluated with. Differentiable.
+    """
+    h, w = x.shape[-2:]
+    if h <= w:
+        size = (short, int(short * w / h))
+    else:
+        size = (int(short * h / w), short)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+@torch.compiler.disable
+def prepare_image(
+    img: torch.Tensor,
+    net: CFANetNR,
+    input_range: tuple[float, float] = (0.0, 1.0),
+    resize: int | None = None,
+) -> torch.Tensor:
+    """Check ``img`` and bring it to the network's convention: RGB in [0, 1], its dtype,
+    the short side ``resize`` (None: as given). Never modifies the input in place."""
+    img = _checks.check_image(img, "img", device=net.h_emb.device)
+    low, high = _checks.check_input_range(input_range)
+    if resize is not None and (isinstance(resize, bool) or not isinstance(resize, int) or resize < 32):
+        raise ValueError(f"`resize` must be None or an int >= 32 (short side in pixels); got {resize!r}")
+    net.semantic_model.prepare()
+    x = img.expand(-1, 3, -1, -1) if img.shape[1] == 1 else img
+    if (low, high) != (0.0, 1.0):
+        x = (x - low) / (high - low)
+    x = x.to(net.h_emb.dtype)
+    return resize_short_side(x, resize) if resize is not None else x
+
+
+def topiq_nr(
+    img: torch.Tensor,
+    *,
+    net: CFANetNR,
+    input_range: tuple[float, float] = (0.0, 1.0),
+    resize: int | None = None,
+    checkpoint: bool = False,
+    amp_backbone: bool = False,
+) -> torch.Tensor:
+    """No-reference TOPIQ score of ``img`` (higher is better).
+
+    Args:
+        img: (N, 3, H, W) or (N, 1, H, W) images, H, W >= 32, values in ``input_range``.
+        net: the network (e.g. ``TOPIQNRLoss().net``); it is not built per call.
+        input_range: (low, high) of the pixel values.
+        resize: short side the image is resized to first (antialiased), or None.
+            The official FLIVE and AVA models expect 384 (their registry entries say so).
+        checkpoint, amp_backbone: as in :func:`topiq_loss.topiq_fr`.
+
+    Returns:
+        (N,) scores: about 0..1 for the quality models, 1..10 for aesthetics.
+    """
+    x = prepare_image(img, net, input_range, resize)
+    return net(x, checkpoint=checkpoint, amp_backbone=amp_backbone)
+
+
+def topiq_nr_features(
+    img: torch.Tensor,
+    *,
+    net: CFANetNR,
+    input_range: tuple[float, float] = (0.0, 1.0),
+    resize: int | None = None,
+) -> CFANetFeatures:
+    """Score plus the gated convolutions' gates and the cross-attention maps."""
+    return net.forward_features(prepare_image(img, net, input_range, resize), need_maps=True)
+
+
+def topiq_nr_loss(
+    img: torch.Tensor,
+    *,
+    net: CFANetNR,
+    score_range: tuple[float, float] = (0.0, 1.0),
+    reduction: Reduction = "mean",
+    loss_weight: float = 1.0,
+    input_range: tuple[float, float] = (0.0, 1.0),
+    resize: int | None = None,
+    checkpoint: bool = False,
+    amp_backbone: bool = False,
+) -> torch.Tensor:
+    """``loss_weight * reduce((best - score) / (best - worst))``: 0 is best, ready to minimise.
+
+    Args:
+        score_range: (worst, best) of the model's score, e.g. (0, 1) for quality,
+            (1, 10) for aesthetics.
+
+    Returns:
+        a scalar for ``"mean"``/``"sum"``, else (N,).
+    """
+    weight = _checks.check_loss_weight(loss_weight)
+    _checks.check_reduction(reduction)
+    worst, best = _checks.check_input_range(score_range, name="score_range")
+    score = topiq_nr(
+        img, net=net, input_range=input_range, resize=resize, checkpoint=checkpoint, amp_backbone=amp_backbone
+    )
+    return weight * reduce_loss((best - score) / (best - worst), reduction)

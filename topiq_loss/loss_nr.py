@@ -1,0 +1,156 @@
+"""``TOPIQNRLoss``: the frozen no-reference TOPIQ network (quality or aesthetics) as a loss."""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+import torch
+
+from .cfanet_nr import CFANetNR
+from .frozen import FrozenNetworkLoss, load_network
+from .functional import Reduction
+from .functional_nr import topiq_nr, topiq_nr_features, topiq_nr_loss
+from .maps import QualityMaps, maps_from_features
+from .trunk import CFANetFeatures
+from .weights import DEFAULT_NR_WEIGHTS, NR_WEIGHTS
+
+__all__ = ["TOPIQNRLoss", "build_nr_network"]
+
+_LAYOUT_BUILDS = {"nr": CFANetNR, "iaa": CFANetNR.aesthetics}
+
+
+def build_nr_network(
+    weights: str | os.PathLike[str] | None = DEFAULT_NR_WEIGHTS,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> CFANetNR:
+    """A frozen CFANet-NR in eval mode with ``weights`` loaded (see :class:`TOPIQNRLoss`).
+
+    A checkpoint file's layout (quality or aesthetics) is read from its tensors.
+
+    Raises:
+        WeightsError: the file is not a CFANet-NR checkpoint (a full-reference file is
+            named as such), or cannot be downloaded or read.
+    """
+    net, _ = load_network(weights, NR_WEIGHTS, CFANetNR, _LAYOUT_BUILDS, cache_dir, progress)
+    return net  # type: ignore[return-value]
+
+
+class TOPIQNRLoss(FrozenNetworkLoss):
+    """No-reference TOPIQ loss: ``loss_weight * reduce((best - score) / (best - worst))``.
+
+    0 is the best score of every entry, 1 the worst (quality models: score 0..1;
+    AVA aesthetics: expected rating 1..10). Frozen like :class:`~topiq_loss.TOPIQLoss`.
+
+    Args:
+        weights: ``"koniq"`` (default), ``"spaq"``, ``"flive"``, ``"ava"`` (aesthetics),
+            a checkpoint path (quality or aesthetics layout, read from its tensors), or
+            ``None`` (random quality weights, tests only; warns).
+        reduction, loss_weight, input_range, checkpoint, amp_backbone, fuse_backbone,
+        channels_last, keep_in_state_dict, cache_dir, progress: as in TOPIQLoss.
+        resize: short side images are resized to first (antialiased, aspect kept);
+            ``"auto"`` takes the entry's (384 for flive and ava, none for koniq/spaq
+            and files); None scores images as given.
+        score_range: (worst, best) of the score; ``"auto"`` takes the entry's ((0, 1),
+            or (1, 10) for an aesthetics layout).
+        net: a :class:`CFANetNR` to use instead of loading ``weights``.
+
+    Shape:
+        - img: (N, 3, H, W) or (N, 1, H, W), H, W >= 32, floating point, in ``input_range``.
+        - Output: scalar, or (N,) with ``reduction="none"``.
+
+    Example:
+        >>> nr = TOPIQNRLoss()  # doctest: +SKIP
+        >>> loss = l1 + 0.05 * nr(sr)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        weights: str | os.PathLike[str] | None = DEFAULT_NR_WEIGHTS,
+        reduction: Reduction = "mean",
+        loss_weight: float = 1.0,
+        input_range: tuple[float, float] = (0.0, 1.0),
+        resize: int | None | Literal["auto"] = "auto",
+        score_range: tuple[float, float] | Literal["auto"] = "auto",
+        checkpoint: bool = False,
+        amp_backbone: bool = False,
+        fuse_backbone: bool | None = None,
+        channels_last: bool | None = None,
+        keep_in_state_dict: bool = False,
+        cache_dir: str | os.PathLike[str] | None = None,
+        progress: bool = True,
+        net: CFANetNR | None = None,
+    ) -> None:
+        entry = None
+        if net is None:
+            net, entry = load_network(weights, NR_WEIGHTS, CFANetNR, _LAYOUT_BUILDS, cache_dir, progress)
+            name = "random (tests only)" if weights is None else str(weights)
+        else:
+            name = "given network"
+        super().__init__(
+            net,  # type: ignore[arg-type]
+            CFANetNR,
+            reduction,
+            loss_weight,
+            input_range,
+            checkpoint,
+            amp_backbone,
+            fuse_backbone,
+            channels_last,
+            keep_in_state_dict,
+        )
+        self.weights_name = name
+        self.resize: int | None = (entry.resize if entry is not None else None) if resize == "auto" else resize
+        if score_range == "auto":
+            aesthetics = self.net.num_class > 1
+            score_range = entry.score_range if entry is not None else ((1.0, 10.0) if aesthetics else (0.0, 1.0))
+        from . import _checks
+
+        self.score_range = _checks.check_input_range(score_range, name="score_range")
+
+    @property
+    def net(self) -> CFANetNR:
+        """The frozen :class:`CFANetNR`."""
+        return super().net  # type: ignore[no-any-return]
+
+    def extra_repr(self) -> str:
+        return (
+            f"weights={self.weights_name!r}, reduction={self.reduction!r}, loss_weight={self.loss_weight}, "
+            f"input_range={self.input_range}, resize={self.resize}, score_range={self.score_range}, "
+            f"checkpoint={self.checkpoint}, amp_backbone={self.amp_backbone}"
+        )
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        """Loss of ``img`` (N, C, H, W); 0 is best. Gradients flow to ``img``."""
+        return topiq_nr_loss(
+            img,
+            net=self.net,
+            score_range=self.score_range,
+            reduction=self.reduction,  # type: ignore[arg-type]
+            loss_weight=self.loss_weight,
+            input_range=self.input_range,
+            resize=self.resize,
+            checkpoint=self.checkpoint,
+            amp_backbone=self.amp_backbone,
+        )
+
+    def score(self, img: torch.Tensor) -> torch.Tensor:
+        """(N,) raw score of ``img``, higher is better (within ``score_range``, about)."""
+        return topiq_nr(
+            img,
+            net=self.net,
+            input_range=self.input_range,
+            resize=self.resize,
+            checkpoint=self.checkpoint,
+            amp_backbone=self.amp_backbone,
+        )
+
+    def features(self, img: torch.Tensor) -> CFANetFeatures:
+        """Score with the gated convolutions' gates and cross-scale attention (native resolution)."""
+        return topiq_nr_features(img, net=self.net, input_range=self.input_range, resize=self.resize)
+
+    @torch.no_grad()
+    def quality_maps(self, img: torch.Tensor) -> QualityMaps:
+        """Per-scale gates and cross-scale attention, upsampled to (N, 1, H, W) of ``img``."""
+        return maps_from_features(self.features(img), (img.shape[-2], img.shape[-1]))

@@ -1,0 +1,200 @@
+"""The part of CFANet shared by its full-reference and no-reference forms.
+
+``CFANetTrunk`` owns the ResNet50 backbone, the per-level channel reduction, the
+self-attention per level, the top-down cross-scale attention, the attention
+pooling and the score MLP, under the official checkpoints' attribute names. A
+*front* (``CFANetFR``'s two-image gated local pooling, ``CFANetNR``'s one-image
+gated convolution) turns backbone features into one map per level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+
+from .backbone import FEATURE_CHANNELS, ResNet50Features
+from .layers import CrossAttentionLayer, LayerStack, SelfAttentionLayer
+
+__all__ = ["CFANetTrunk", "CFANetFeatures", "IMAGENET_MEAN", "IMAGENET_STD", "CPU_CHUNK_BYTES"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_EMB_GRID = 32
+
+#: On CPU, the full-resolution front runs on batch chunks of at most this many bytes per
+#: feature tensor. Larger temporaries are mmap'd and page-faulted afresh by the C
+#: allocator at every call (measured: a 2x64x256x256 product took 8.4 ms, two 1x ones
+#: 0.5 ms); chunking halved the whole FR step at 4x3x512x512 (4.5 s -> 2.2 s).
+CPU_CHUNK_BYTES = 16 * 2**20
+
+
+@dataclass
+class CFANetFeatures:
+    """Intermediate results of one CFANet pass, for inspection (quality maps).
+
+    Attributes:
+        score: (N,) quality (or the expected 1..10 score of an aesthetics head).
+        gates: per level (stem .. layer4), the front's gate (N, 1, h_i, w_i) in (0, 1).
+        cross_attention: per cross-scale step (from layer3 down to the stem), the
+            attention each key location receives, (N, h', w'), averaged over heads
+            and queries.
+    """
+
+    score: torch.Tensor
+    gates: list[torch.Tensor]
+    cross_attention: list[torch.Tensor]
+
+
+class CFANetTrunk(nn.Module):
+    """Backbone, attention stack and head of CFANet; subclasses add the front.
+
+    Args:
+        reduce_channels: input channels of each level's 1x1 reduction (the front's
+            output channels), stem .. layer4.
+        dim: token width (256 for quality, 512 for the aesthetics model).
+        num_heads: attention heads (4 / 8).
+        num_class: outputs of the MLP; above 1 they are a softmax distribution over
+            the scores 1..num_class and the score is its expectation.
+    """
+
+    def __init__(
+        self, reduce_channels: Sequence[int], dim: int = 256, num_heads: int = 4, num_class: int = 1
+    ) -> None:
+        super().__init__()
+        hidden = min(4 * dim, 2048)
+        self.num_class = num_class
+        self.semantic_model = ResNet50Features()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.dim_reduce = nn.ModuleList(nn.Sequential(nn.Conv2d(c, dim, 1), nn.GELU()) for c in reduce_channels)
+        self.sa_attn_blks = nn.ModuleList(
+            LayerStack([SelfAttentionLayer(dim, num_heads, hidden)]) for _ in FEATURE_CHANNELS
+        )
+        self.attn_blks = nn.ModuleList(
+            LayerStack([CrossAttentionLayer(dim, num_heads, hidden)]) for _ in FEATURE_CHANNELS[1:]
+        )
+        self.attn_pool = SelfAttentionLayer(dim, num_heads, hidden)
+        self.score_linear = nn.Sequential(
+            nn.LayerNorm(dim),
+            nn.Linear(dim, dim),
+            nn.GELU(),
+            nn.LayerNorm(dim),
+            nn.Linear(dim, dim),
+            nn.GELU(),
+            nn.Linear(dim, num_class),
+        )
+        # Learned position embeddings on a 32x32 grid, resized to the token grid.
+        self.h_emb = nn.Parameter(torch.empty(1, dim // 2, _EMB_GRID, 1))
+        self.w_emb = nn.Parameter(torch.empty(1, dim // 2, 1, _EMB_GRID))
+        nn.init.trunc_normal_(self.h_emb, std=0.02)
+        nn.init.trunc_normal_(self.w_emb, std=0.02)
+        for m in self.dim_reduce.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight)
+
+    def position_embedding(self, size: tuple[int, int]) -> torch.Tensor:
+        """Position embedding for a token grid of ``size``, (1, h*w, dim), at least float32."""
+        h, w = self.h_emb.shape[2], self.w_emb.shape[3]
+        grid = torch.cat([self.h_emb.expand(-1, -1, h, w), self.w_emb.expand(-1, -1, h, w)], 1)
+        with torch.autocast(grid.device.type, enabled=False):
+            wide = grid.to(torch.promote_types(grid.dtype, torch.float32))
+            grid = F.interpolate(wide, size=size, mode="bicubic", align_corners=False)
+        return grid.flatten(2).transpose(1, 2)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """[0, 1] RGB -> ImageNet-normalised input of the backbone."""
+        return (x - self.mean) / self.std
+
+    def backbone_features(
+        self, x: torch.Tensor, checkpoint: bool = False, amp_backbone: bool = False
+    ) -> list[torch.Tensor]:
+        """Backbone features (5 levels) of images ``x`` (N, 3, H, W) in [0, 1].
+
+        Under autocast the backbone runs in the network's own dtype unless
+        ``amp_backbone``: the gradient of the FR distance ``sqrt((a - b)^2 + eps)`` is
+        the sign of ``a - b``, and the rounding of half-precision features flips it
+        wherever the two images' features are close (measured on CPU: input-gradient
+        cosine to fp32 0.971 in bfloat16, 0.998 in float16, 0.99994 with a float32
+        backbone).
+        """
+        device = x.device.type
+        if not amp_backbone and torch.is_autocast_enabled(device):
+            with torch.autocast(device, enabled=False):
+                return self.semantic_model(self.normalize(x.to(self.mean.dtype)), checkpoint=checkpoint)
+        return self.semantic_model(self.normalize(x), checkpoint=checkpoint)
+
+    def attend(
+        self, reduced: list[torch.Tensor], gates: list[torch.Tensor], need_maps: bool = False
+    ) -> CFANetFeatures:
+        """From one reduced map per level (stem .. layer4, (N, dim, h, w)) to the score."""
+        size = (reduced[-1].shape[-2], reduced[-1].shape[-1])
+        # Every level is pooled to the layer4 grid, so one embedding serves all of them.
+        # (No dict keyed by grid sizes: under torch.compile that specialises on them.)
+        pos = self.position_embedding(size)
+        tokens = []
+        for i in reversed(range(len(reduced))):
+            grid = (reduced[i].shape[-2], reduced[i].shape[-1])
+            level_pos = pos if grid == size else self.position_embedding(grid)
+            x = reduced[i].flatten(2).transpose(1, 2)
+            tokens.append(self.sa_attn_blks[i](x + level_pos.to(x.dtype)))
+        cross = []
+        query = tokens[0]
+        for blk, memory in zip(self.attn_blks, tokens[1:], strict=True):
+            if need_maps:
+                cross.append(_attention_received(blk.layers[0], query, memory, size))
+            query = blk(query, memory)
+        x = self.attn_pool(query).mean(dim=1)
+        with torch.autocast(x.device.type, enabled=False):
+            out = self.score_linear(x.to(self.score_linear[1].weight.dtype))
+            if self.num_class == 1:
+                score = out.squeeze(-1)
+            else:
+                values = torch.arange(1, self.num_class + 1, dtype=out.dtype, device=out.device)
+                score = (out.softmax(dim=-1) * values).sum(dim=-1)
+        return CFANetFeatures(score=score, gates=gates, cross_attention=cross)
+
+
+def map_levels(
+    fn: Callable[..., tuple[torch.Tensor, torch.Tensor]],
+    images: Sequence[torch.Tensor],
+    modules: Sequence[nn.Module],
+    size: tuple[int, int],
+    use_cp: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``fn(*images, *modules, size) -> (reduced, gate)`` for one level, checkpointed as one
+    unit (neither full-resolution temporaries nor the pooled map are kept) and, on CPU,
+    run in batch chunks (see :data:`CPU_CHUNK_BYTES`)."""
+    first = images[0]
+    n = first.shape[0]
+    per_sample = first[0].numel() * first.element_size()
+    chunk = n
+    if first.device.type == "cpu" and not torch.compiler.is_compiling() and n * per_sample > CPU_CHUNK_BYTES:
+        chunk = max(1, CPU_CHUNK_BYTES // per_sample)
+    outs = []
+    for parts in zip(*(x.split(chunk) for x in images), strict=True):
+        if use_cp:
+            outs.append(cp.checkpoint(fn, *parts, *modules, size, use_reentrant=False))
+        else:
+            outs.append(fn(*parts, *modules, size))
+    if len(outs) == 1:
+        return outs[0]
+    return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+
+
+def _attention_received(
+    layer: CrossAttentionLayer, query: torch.Tensor, memory: torch.Tensor, size: tuple[int, ...]
+) -> torch.Tensor:
+    """Mean attention weight each memory location receives, as an (N, h, w) map."""
+    attn = layer.multihead_attn
+    dim = query.shape[-1]
+    q = F.linear(layer.norm1(query), attn.in_proj_weight[:dim], attn.in_proj_bias[:dim])
+    k = F.linear(layer.norm2(memory), attn.in_proj_weight[dim : 2 * dim], attn.in_proj_bias[dim : 2 * dim])
+    q, k = attn._heads(q), attn._heads(k)
+    weights = torch.softmax((q @ k.transpose(-1, -2)).float() / (q.shape[-1] ** 0.5), dim=-1)
+    received = weights.mean(dim=(1, 2))
+    return received.view(query.shape[0], *size)
