@@ -229,3 +229,56 @@ def test_quality_maps_of_a_single_image(nr_nets):
         assert (m >= 0).all() and (m <= 1).all()
     assert torch.allclose(maps.score, loss_fn.score(x).detach(), atol=1e-6)
     assert render_maps(x, None, maps, panel=64).size[0] > 0
+
+
+# ------------------------------------------------------------------ adapters and CLI
+def test_sr_and_generator_losses_add_the_nr_term(nr_nets, loss_fn):
+    from topiq_loss import GeneratorLoss, SRLoss
+
+    nr = TOPIQNRLoss(net=nr_nets["aesthetics"], reduction="none")
+    hr = smooth_images(2, 48, 48, seed=160)
+    sr = distort(hr, 161)
+    sr_loss = SRLoss(scale=2, topiq=loss_fn, nr_weight=0.5, nr=nr, reduction="none")
+    with torch.no_grad():
+        terms = sr_loss.terms(sr, hr)
+        want_nr = (10.0 - nr.score(sr)) / 9.0
+        assert torch.allclose(terms["nr"], want_nr, atol=1e-6)
+        assert torch.allclose(terms["total"], terms["pixel"] + terms["topiq"] + 0.5 * want_nr, atol=1e-6)
+    assert SRLoss(scale=2, topiq=loss_fn).nr is None  # off by default, nothing built
+    g_loss = GeneratorLoss("nsgan", topiq=loss_fn, nr_weight=0.1, nr=nr)
+    total, logs = g_loss(sr, hr, torch.zeros(2, 1))
+    assert set(logs) == {"pixel", "topiq", "nr", "adversarial", "total"}
+    with torch.no_grad():
+        want = 1e-2 * logs["pixel"] + logs["topiq"] + 0.1 * logs["nr"] + 5e-3 * logs["adversarial"]
+    assert torch.allclose(total.detach(), want, atol=1e-6)
+    with pytest.raises(TypeError, match="`nr` must be a TOPIQNRLoss"):
+        SRLoss(scale=2, topiq=loss_fn, nr=3)
+
+
+def test_nr_alone_in_an_sr_loss_needs_no_reference_network(nr_nets):
+    from topiq_loss import SRLoss
+
+    nr = TOPIQNRLoss(net=nr_nets["quality"], reduction="none")
+    with pytest.warns(UserWarning, match="RANDOM"):
+        loss = SRLoss(scale=2, topiq_weight=0.0, nr_weight=1.0, nr=nr, weights=None)
+    hr = smooth_images(1, 40, 40, seed=170)
+    assert set(loss.terms(distort(hr, 171), hr)) == {"pixel", "nr", "total"}
+
+
+def test_cli_scores_and_maps_one_image_without_reference(tmp_path, nr_files, nr_nets, weights_file, capsys):
+    from topiq_loss.cli import main, read_image, to_pil
+
+    img = distort(smooth_images(1, 40, 56, seed=180), 181)
+    to_pil(img).save(tmp_path / "x.png")
+    assert main(["score", str(tmp_path / "x.png"), "--weights", str(nr_files["aesthetics"])]) == 0
+    printed = float(capsys.readouterr().out.strip())
+    with torch.no_grad():
+        want = nr_nets["aesthetics"](read_image(tmp_path / "x.png")).item()
+    assert printed == pytest.approx(want, abs=1e-5)
+    out = tmp_path / "map.png"
+    assert main(["map", str(tmp_path / "x.png"), "-o", str(out), "--weights", str(nr_files["quality"])]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()
+    # An FR checkpoint for a single image is refused with the sentence, exit code 2.
+    assert main(["score", str(tmp_path / "x.png"), "--weights", str(weights_file)]) == 2
+    assert "is a CFANet-FR" in capsys.readouterr().err

@@ -8,6 +8,7 @@ shared, or build one from ``weights=`` and the other TOPIQLoss options.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 import torch
@@ -17,6 +18,8 @@ import torch.nn.functional as F
 from . import _checks
 from .functional import Reduction, reduce_loss
 from .loss import TOPIQLoss
+from .loss_nr import TOPIQNRLoss
+from .weights import DEFAULT_NR_WEIGHTS
 
 __all__ = [
     "DenoiseLoss",
@@ -77,8 +80,19 @@ def _topiq_from(topiq: TOPIQLoss | None, topiq_kwargs: dict[str, Any]) -> TOPIQL
     return topiq
 
 
+def _nr_from(nr: TOPIQNRLoss | str | os.PathLike[str] | None, weight: float) -> TOPIQNRLoss | None:
+    if isinstance(nr, TOPIQNRLoss):
+        return nr
+    if nr is not None and not isinstance(nr, (str, os.PathLike)):
+        raise TypeError(f"`nr` must be a TOPIQNRLoss, NR weights (name or path) or None; got {type(nr).__name__}")
+    if weight == 0 and nr is None:
+        return None
+    return TOPIQNRLoss(weights=nr if nr is not None else DEFAULT_NR_WEIGHTS, reduction="none")
+
+
 class _MixedLoss(nn.Module):
-    """``pixel_weight * pixel + topiq_weight * topiq``; subclasses choose what is compared."""
+    """``pixel_weight * pixel + topiq_weight * topiq + nr_weight * nr``; subclasses
+    choose what is compared."""
 
     def __init__(
         self,
@@ -88,18 +102,23 @@ class _MixedLoss(nn.Module):
         reduction: Reduction,
         topiq: TOPIQLoss | None,
         topiq_kwargs: dict[str, Any],
+        nr_weight: float = 0.0,
+        nr: TOPIQNRLoss | str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
         self.pixel = None if pixel is None else _checks.check_choice(pixel, "pixel", PIXEL_KINDS)
         self.pixel_weight = _checks.check_non_negative(pixel_weight, "pixel_weight")
         self.topiq_weight = _checks.check_non_negative(topiq_weight, "topiq_weight")
-        if (self.pixel is None or self.pixel_weight == 0) and self.topiq_weight == 0:
+        self.nr_weight = _checks.check_non_negative(nr_weight, "nr_weight")
+        if (self.pixel is None or self.pixel_weight == 0) and self.topiq_weight == 0 and self.nr_weight == 0:
             raise ValueError(
-                "nothing to compute: give `pixel` with `pixel_weight` > 0, or `topiq_weight` > 0"
+                "nothing to compute: give `pixel` with `pixel_weight` > 0, `topiq_weight` > 0 "
+                "or `nr_weight` > 0"
             )
         self.reduction = _checks.check_reduction(reduction)
-        # A submodule: it keeps its network out of state_dict()/parameters() itself.
+        # Submodules: they keep their networks out of state_dict()/parameters() themselves.
         self.topiq = _topiq_from(topiq, topiq_kwargs)
+        self.nr = _nr_from(nr, self.nr_weight)
 
     def _mix(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         terms: dict[str, torch.Tensor] = {}
@@ -111,6 +130,11 @@ class _MixedLoss(nn.Module):
             # 1 - score per sample; the TOPIQLoss's own loss_weight/reduction are not used.
             terms["topiq"] = 1.0 - self.topiq.score(pred, target)
             total = total + self.topiq_weight * terms["topiq"]
+        if self.nr is not None and self.nr_weight > 0:
+            # (best - score) / (best - worst): 0 is best, whatever the NR entry's range.
+            worst, best = self.nr.score_range
+            terms["nr"] = (best - self.nr.score(pred)) / (best - worst)
+            total = total + self.nr_weight * terms["nr"]
         terms = {k: reduce_loss(v, self.reduction) for k, v in terms.items()}  # type: ignore[arg-type]
         terms["total"] = reduce_loss(total, self.reduction)  # type: ignore[arg-type]
         return terms
@@ -136,6 +160,10 @@ class SRLoss(_MixedLoss):
         reduction: ``"mean"`` | ``"sum"`` | ``"none"`` over the batch.
         topiq: a :class:`TOPIQLoss` to share; else one is built from ``topiq_kwargs``
             (``weights=``, ``input_range=``, ``checkpoint=``, ...).
+        nr_weight: weight of an optional no-reference term on ``sr`` alone
+            (:class:`TOPIQNRLoss`, 0 = best), default 0 (off).
+        nr: a :class:`TOPIQNRLoss` to share, or NR weights (``"koniq"``, a path) to
+            build one; with ``nr_weight > 0`` and no ``nr``, koniq is used.
 
     Shape:
         - sr: (N, C, H, W) network output, C in (1, 3), values in ``input_range``.
@@ -156,18 +184,21 @@ class SRLoss(_MixedLoss):
         shave: bool = False,
         reduction: Reduction = "mean",
         topiq: TOPIQLoss | None = None,
+        nr_weight: float = 0.0,
+        nr: TOPIQNRLoss | str | os.PathLike[str] | None = None,
         **topiq_kwargs: Any,
     ) -> None:
         if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
             raise ValueError(f"`scale` must be an integer >= 1; got {scale!r}")
-        super().__init__(pixel, pixel_weight, topiq_weight, reduction, topiq, topiq_kwargs)
+        super().__init__(pixel, pixel_weight, topiq_weight, reduction, topiq, topiq_kwargs, nr_weight, nr)
         self.scale = scale
         self.shave = bool(shave)
 
     def extra_repr(self) -> str:
         return (
             f"scale={self.scale}, pixel={self.pixel!r}, pixel_weight={self.pixel_weight}, "
-            f"topiq_weight={self.topiq_weight}, shave={self.shave}, reduction={self.reduction!r}"
+            f"topiq_weight={self.topiq_weight}, nr_weight={self.nr_weight}, shave={self.shave}, "
+            f"reduction={self.reduction!r}"
         )
 
     def align(self, sr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -202,7 +233,7 @@ class SRLoss(_MixedLoss):
         return sr, hr
 
     def terms(self, sr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``{"pixel", "topiq", "total"}`` (unweighted parts, weighted total), reduced."""
+        """``{"pixel", "topiq", ["nr",] "total"}`` (unweighted parts, weighted total), reduced."""
         return self._mix(*self.align(sr, hr))
 
     def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
@@ -330,8 +361,9 @@ class GeneratorLoss(_MixedLoss):
     Args:
         adversarial: ``"nsgan"`` | ``"hinge"`` | ``"ragan"`` (see :func:`adversarial_g_loss`).
         adversarial_weight: weight of the adversarial term (>= 0).
-        pixel, pixel_weight, topiq_weight, topiq, topiq_kwargs: as :class:`SRLoss`.
-            The batch reduction is always the mean (adversarial terms are batch means).
+        pixel, pixel_weight, topiq_weight, topiq, nr_weight, nr, topiq_kwargs: as
+            :class:`SRLoss`. The batch reduction is always the mean (adversarial terms
+            are batch means).
 
     Returns (forward):
         ``(total, terms)``: the weighted sum (scalar, to backpropagate) and a dict of
@@ -351,17 +383,20 @@ class GeneratorLoss(_MixedLoss):
         pixel_weight: float = 1e-2,
         topiq_weight: float = 1.0,
         topiq: TOPIQLoss | None = None,
+        nr_weight: float = 0.0,
+        nr: TOPIQNRLoss | str | os.PathLike[str] | None = None,
         **topiq_kwargs: Any,
     ) -> None:
         adv = _checks.check_choice(adversarial, "adversarial", ADVERSARIAL_KINDS)
-        super().__init__(pixel, pixel_weight, topiq_weight, "mean", topiq, topiq_kwargs)
+        super().__init__(pixel, pixel_weight, topiq_weight, "mean", topiq, topiq_kwargs, nr_weight, nr)
         self.adversarial = adv
         self.adversarial_weight = _checks.check_non_negative(adversarial_weight, "adversarial_weight")
 
     def extra_repr(self) -> str:
         return (
             f"adversarial={self.adversarial!r}, adversarial_weight={self.adversarial_weight}, "
-            f"pixel={self.pixel!r}, pixel_weight={self.pixel_weight}, topiq_weight={self.topiq_weight}"
+            f"pixel={self.pixel!r}, pixel_weight={self.pixel_weight}, topiq_weight={self.topiq_weight}, "
+            f"nr_weight={self.nr_weight}"
         )
 
     def forward(

@@ -1,4 +1,7 @@
-"""Command line: ``topiq-loss score|map|demo`` (see ``topiq-loss --help``)."""
+"""Command line: ``topiq-loss score|map|demo`` (see ``topiq-loss --help``).
+
+``score``/``map`` with two images use TOPIQ-FR, with one image TOPIQ-NR.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +15,9 @@ import torch
 
 from .hub import WeightsError
 from .loss import TOPIQLoss
+from .loss_nr import TOPIQNRLoss
 from .maps import render_maps
-from .weights import DEFAULT_WEIGHTS, WEIGHTS
+from .weights import DEFAULT_NR_WEIGHTS, DEFAULT_WEIGHTS, NR_WEIGHTS, WEIGHTS
 
 
 def read_image(path: str | Path | BinaryIO) -> torch.Tensor:
@@ -34,12 +38,29 @@ def to_pil(img: torch.Tensor):
     return Image.fromarray(arr.permute(1, 2, 0).cpu().numpy())
 
 
+_DEFAULT = "default"
+
+
 def _weights_arg(value: str) -> str | None:
     return None if value == "random" else value
 
 
-def add_weights_option(parser: argparse.ArgumentParser) -> None:
-    """``--weights kadid|pipal|PATH|random`` ("random" becomes ``weights=None``)."""
+def add_weights_option(parser: argparse.ArgumentParser, no_reference: bool = False) -> None:
+    """``--weights NAME|PATH|random`` ("random" becomes ``weights=None``).
+
+    With ``no_reference`` the option also lists the no-reference names and defaults
+    to ``"default"``: kadid with a reference image, koniq without.
+    """
+    if no_reference:
+        parser.add_argument(
+            "--weights",
+            default=_DEFAULT,
+            type=_weights_arg,
+            help=f"with REF (TOPIQ-FR): {' | '.join(WEIGHTS)}; without (TOPIQ-NR): "
+            f"{' | '.join(NR_WEIGHTS)}; or PATH to a checkpoint | random (untrained, tests "
+            f"only); default {DEFAULT_WEIGHTS} with REF, {DEFAULT_NR_WEIGHTS} without",
+        )
+        return
     parser.add_argument(
         "--weights",
         default=DEFAULT_WEIGHTS,
@@ -50,21 +71,24 @@ def add_weights_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="topiq-loss", description="TOPIQ-FR image quality.")
+    p = argparse.ArgumentParser(prog="topiq-loss", description="TOPIQ image quality (full- and no-reference).")
     sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("score", help="print the TOPIQ-FR score of DIST against REF")
+    s = sub.add_parser(
+        "score", help="print the TOPIQ-FR score of DIST against REF, or the TOPIQ-NR score of DIST alone"
+    )
     s.add_argument("dist", help="distorted / restored image (PNG, JPEG)")
-    s.add_argument("ref", help="reference image of the same size")
-    add_weights_option(s)
+    s.add_argument("ref", nargs="?", help="reference image of the same size (omit for no-reference)")
+    add_weights_option(s, no_reference=True)
     s.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
     m = sub.add_parser(
         "map",
-        help="write a PNG of where TOPIQ-FR looks: GLP gates and cross-scale attention per level",
+        help="write a PNG of where TOPIQ looks: gates and cross-scale attention per level "
+        "(FR with REF, NR without)",
     )
     m.add_argument("dist", help="distorted / restored image")
-    m.add_argument("ref", help="reference image of the same size")
+    m.add_argument("ref", nargs="?", help="reference image of the same size (omit for no-reference)")
     m.add_argument("-o", "--output", required=True, help="output PNG path")
-    add_weights_option(m)
+    add_weights_option(m, no_reference=True)
     m.add_argument("--device", default="cpu", help="torch device (default cpu)")
     m.add_argument("--panel", type=int, default=256, help="panel size in pixels (default 256)")
     d = sub.add_parser(
@@ -119,19 +143,36 @@ def demo(weights: str | None, size: int, device: str) -> None:
             print(f"{name:<28}{psnr:>9.2f}{score:>9.4f}{1 - score:>9.4f}")
 
 
+def _no_reference(args: argparse.Namespace) -> int:
+    img = read_image(args.dist)
+    weights = DEFAULT_NR_WEIGHTS if args.weights == _DEFAULT else args.weights
+    loss_fn = TOPIQNRLoss(weights=weights).to(args.device)
+    if args.command == "map":
+        maps = loss_fn.quality_maps(img.to(args.device))
+        render_maps(img, None, maps, panel=args.panel).save(args.output, format="PNG")
+        print(f"{maps.score.item():.6f} -> {args.output}")
+        return 0
+    with torch.no_grad():
+        print(f"{loss_fn.score(img.to(args.device)).item():.6f}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "demo":
             demo(args.weights, args.size, args.device)
             return 0
+        if args.ref is None:
+            return _no_reference(args)
         dist, ref = read_image(args.dist), read_image(args.ref)
         if dist.shape != ref.shape:
             raise ValueError(
                 f"DIST and REF must have the same size; got {tuple(dist.shape[-2:])} and "
                 f"{tuple(ref.shape[-2:])}"
             )
-        loss_fn = TOPIQLoss(weights=args.weights).to(args.device)
+        weights = DEFAULT_WEIGHTS if args.weights == _DEFAULT else args.weights
+        loss_fn = TOPIQLoss(weights=weights).to(args.device)
         if args.command == "map":
             maps = loss_fn.quality_maps(dist.to(args.device), ref.to(args.device))
             render_maps(dist, ref, maps, panel=args.panel).save(args.output, format="PNG")
