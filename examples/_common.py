@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from topiq_loss import WEIGHTS, TOPIQLoss
-from topiq_loss.cli import add_weights_option
+from topiq_loss.cli import add_nr_weights_option, add_weights_option
 
 TRAIN_PHOTOS = ("astronaut", "coffee", "rocket")
 TEST_PHOTO = "chelsea"  # held out: the cat is never seen in training
@@ -60,9 +60,12 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((10 * torch.log10(1.0 / mse.clamp_min(1e-12))).mean())
 
 
-def base_parser(description: str) -> argparse.ArgumentParser:
+def base_parser(description: str, no_reference: bool = False) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    add_weights_option(p)
+    if no_reference:
+        add_nr_weights_option(p)
+    else:
+        add_weights_option(p)
     p.add_argument("--out", default="example_outputs", help="folder for the PNGs (default example_outputs)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -82,22 +85,31 @@ def training_parser(description: str, patch: int, lr: float) -> argparse.Argumen
     return p
 
 
-def setup(args: argparse.Namespace) -> tuple[TOPIQLoss, Path, str]:
-    """The frozen TOPIQ loss, the output folder, and a label naming the weights for figures."""
+def weights_label(weights: object, registry: dict, kind: str) -> str:
+    """How figures name the weights; random ones are flagged as meaningless."""
+    if weights in registry:
+        return f"TOPIQ-{kind} weights: {weights}"
+    if weights is None:
+        return "UNTRAINED random TOPIQ weights (test mode): scores are meaningless"
+    return f"TOPIQ-{kind} weights: {Path(str(weights)).name}"
+
+
+def output_folder(args: argparse.Namespace) -> Path:
+    """Applies ``--threads`` and creates ``--out``."""
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def setup(args: argparse.Namespace) -> tuple[TOPIQLoss, Path, str]:
+    """The frozen TOPIQ loss, the output folder, and a label naming the weights for figures."""
+    out = output_folder(args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore" if args.weights is None else "default")
         topiq = TOPIQLoss(weights=args.weights).to(args.device)
-    if args.weights in WEIGHTS:
-        label = f"TOPIQ-FR weights: {args.weights}"
-    elif args.weights is None:
-        label = "UNTRAINED random TOPIQ weights (test mode): scores are meaningless"
-    else:
-        label = f"TOPIQ-FR weights: {Path(str(args.weights)).name}"
-    return topiq, out, label
+    return topiq, out, weights_label(args.weights, WEIGHTS, "FR")
 
 
 def plot_curves(curves: dict[str, Sequence[float]], path: Path, title: str, ylabel: str = "loss") -> None:

@@ -282,3 +282,30 @@ def test_cli_scores_and_maps_one_image_without_reference(tmp_path, nr_files, nr_
     # An FR checkpoint for a single image is refused with the sentence, exit code 2.
     assert main(["score", str(tmp_path / "x.png"), "--weights", str(weights_file)]) == 2
     assert "is a CFANet-FR" in capsys.readouterr().err
+
+
+def test_no_reference_example_smoke(tmp_path, nr_files, capsys):
+    pytest.importorskip("skimage", reason="the examples need scikit-image (the [examples] extra)")
+    pytest.importorskip("matplotlib", reason="the examples need matplotlib (the [examples] extra)")
+    import importlib.util
+    import math
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    path = Path(__file__).parents[1] / "examples" / "enhance_no_reference.py"
+    spec = importlib.util.spec_from_file_location("example_enhance_no_reference", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    args = ["--steps", "2", "--batch", "2", "--patch", "24", "--test-size", "64", "--threads", "2"]
+    results = mod.main([*args, "--weights", str(nr_files["quality"]), "--out", str(tmp_path)])
+    assert list(results) == ["bicubic", "consistency", "consistency + NR", "HR ground truth"]
+    assert all(math.isfinite(r["nr"]) for r in results.values())
+    assert all(math.isfinite(r["psnr"]) for n, r in results.items() if n != "HR ground truth")
+    for name in ("nr_loss_curves.png", "nr_before_after.png"):
+        with Image.open(tmp_path / name) as im:
+            assert im.format == "PNG" and min(im.size) >= 100
+    assert "TOPIQ-NR weights: seeded_untrained_quality.pth" in capsys.readouterr().out
+    proc = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "koniq" in proc.stdout

@@ -70,6 +70,17 @@ def add_weights_option(parser: argparse.ArgumentParser, no_reference: bool = Fal
     )
 
 
+def add_nr_weights_option(parser: argparse.ArgumentParser) -> None:
+    """``--weights koniq|spaq|flive|ava|PATH|random`` for no-reference tools."""
+    parser.add_argument(
+        "--weights",
+        default=DEFAULT_NR_WEIGHTS,
+        type=_weights_arg,
+        help=f"TOPIQ-NR weights: {' | '.join(NR_WEIGHTS)} | PATH to a checkpoint | random "
+        f"(untrained, tests only); default {DEFAULT_NR_WEIGHTS}",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="topiq-loss", description="TOPIQ image quality (full- and no-reference).")
     sub = p.add_subparsers(dest="command", required=True)
