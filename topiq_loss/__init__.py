@@ -22,12 +22,19 @@ from .functional import (
     topiq_fr_loss,
     topiq_fr_target_features,
 )
-from .hub import WeightsError, default_cache_dir, download_weights, read_state_dict
 from .functional_nr import topiq_nr, topiq_nr_features, topiq_nr_loss
+from .hub import WeightsError, default_cache_dir, download_weights, read_state_dict
 from .loss import TOPIQLoss, TOPIQTarget, build_network
 from .loss_nr import TOPIQNRLoss, build_nr_network
 from .maps import LEVELS, QualityMaps, quality_maps, render_maps
-from .weights import DEFAULT_NR_WEIGHTS, DEFAULT_WEIGHTS, NR_WEIGHTS, WEIGHTS, WeightsEntry
+from .robust import RandomTransforms
+from .weights import (
+    DEFAULT_NR_WEIGHTS,
+    DEFAULT_WEIGHTS,
+    NR_WEIGHTS,
+    WEIGHTS,
+    WeightsEntry,
+)
 
 __version__ = "0.1.0"
 
@@ -42,6 +49,7 @@ __all__ = [
     "LEVELS",
     "NR_WEIGHTS",
     "QualityMaps",
+    "RandomTransforms",
     "ResNet50Features",
     "SRLoss",
     "TOPIQLoss",

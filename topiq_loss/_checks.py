@@ -138,3 +138,10 @@ def check_loss_weight(loss_weight: object) -> float:
     if isinstance(loss_weight, bool) or not isinstance(loss_weight, (int, float)):
         raise TypeError(f"`loss_weight` must be a real number; got {type(loss_weight).__name__}")
     return float(loss_weight)
+
+
+def check_bool(value: object, name: str) -> bool:
+    """A real bool (``"no"`` or 0/1 are refused: a truthy string would silently mean True)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be True or False; got {value!r} ({type(value).__name__})")
+    return value

@@ -46,6 +46,8 @@ class BasicSRTOPIQLoss(nn.Module):
         as_perceptual: return ``(loss, None)`` as BasicSR's ``PerceptualLoss`` does,
             for the ``perceptual_opt`` slot of SRGAN/ESRGAN models; else return the
             loss alone (``pixel_opt`` and custom slots).
+        robust, robust_samples: the random-transformation ensemble of
+            :class:`~topiq_loss.TOPIQLoss` (``robust: true`` in the YAML).
 
     Shape:
         - pred, target: (N, C, H, W), C in (1, 3), H, W >= 32.
@@ -62,13 +64,21 @@ class BasicSRTOPIQLoss(nn.Module):
         checkpoint: bool = False,
         as_perceptual: bool = False,
         topiq: TOPIQLoss | None = None,
+        robust: bool = False,
+        robust_samples: int = 1,
     ) -> None:
         super().__init__()
         self.loss_weight = _checks.check_loss_weight(loss_weight)
         self.reduction = _checks.check_reduction(reduction)
         self.as_perceptual = bool(as_perceptual)
         if topiq is None:
-            topiq = TOPIQLoss(weights=weights, input_range=tuple(input_range), checkpoint=checkpoint)
+            topiq = TOPIQLoss(
+                weights=weights,
+                input_range=tuple(input_range),
+                checkpoint=checkpoint,
+                robust=robust,
+                robust_samples=robust_samples,
+            )
         self.topiq = topiq
 
     def train(self, mode: bool = True) -> BasicSRTOPIQLoss:

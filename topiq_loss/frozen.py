@@ -12,10 +12,12 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import torch
 import torch.nn as nn
 
 from . import _checks
 from .hub import load_state_dict_checked, resolve_weights
+from .robust import RandomTransforms, ensemble_score, private_generator
 from .trunk import CFANetTrunk
 from .weights import WeightsEntry
 
@@ -63,7 +65,8 @@ class FrozenNetworkLoss(nn.Module):
     """Base of the loss modules: holds a frozen CFANet and the options common to all.
 
     Args: see :class:`~topiq_loss.TOPIQLoss` (reduction, loss_weight, input_range,
-    checkpoint, amp_backbone, fuse_backbone, channels_last, keep_in_state_dict).
+    checkpoint, amp_backbone, fuse_backbone, channels_last, keep_in_state_dict, robust,
+    robust_samples, robust_transforms, generator).
     """
 
     def __init__(
@@ -78,8 +81,25 @@ class FrozenNetworkLoss(nn.Module):
         fuse_backbone: bool | None = None,
         channels_last: bool | None = None,
         keep_in_state_dict: bool = False,
+        robust: bool = False,
+        robust_samples: int = 1,
+        robust_transforms: RandomTransforms | None = None,
+        generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
+        self.robust = _checks.check_bool(robust, "robust")
+        if isinstance(robust_samples, bool) or not isinstance(robust_samples, int) or robust_samples < 1:
+            raise ValueError(f"`robust_samples` must be an int >= 1; got {robust_samples!r}")
+        self.robust_samples = robust_samples
+        if robust_transforms is not None and not isinstance(robust_transforms, RandomTransforms):
+            raise TypeError(
+                f"`robust_transforms` must be a RandomTransforms or None; got {type(robust_transforms).__name__}"
+            )
+        self.robust_transforms = robust_transforms or RandomTransforms()
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"`generator` must be a torch.Generator or None; got {type(generator).__name__}")
+        # A private generator by default: robust draws never advance torch's global RNG.
+        self.generator = generator if generator is not None else private_generator()
         if not isinstance(net, net_type):
             raise TypeError(f"`net` must be a {net_type.__name__}; got {type(net).__name__}")
         self.reduction = _checks.check_reduction(reduction)
@@ -115,3 +135,9 @@ class FrozenNetworkLoss(nn.Module):
     def train(self, mode: bool = True) -> FrozenNetworkLoss:
         """No-op: the loss always stays in eval mode (frozen BatchNorm, no dropout)."""
         return super().train(False)
+
+    def _ensemble(self, score: Callable[..., torch.Tensor], *images: torch.Tensor) -> torch.Tensor:
+        """``score(*images)``, or its mean over random transforms when ``robust``."""
+        if not self.robust:
+            return score(*images)
+        return ensemble_score(score, images, self.robust_samples, self.robust_transforms, self.generator)

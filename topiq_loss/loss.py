@@ -6,17 +6,20 @@ import os
 
 import torch
 
+from . import _checks
 from .cfanet import CFANetFeatures, CFANetFR
+from .frozen import FrozenNetworkLoss, load_network
 from .functional import (
     Reduction,
     TargetFeatures,
+    reduce_loss,
     topiq_fr,
     topiq_fr_features,
     topiq_fr_loss,
     topiq_fr_target_features,
 )
-from .frozen import FrozenNetworkLoss, load_network
 from .maps import QualityMaps, quality_maps
+from .robust import RandomTransforms
 from .weights import DEFAULT_WEIGHTS, WEIGHTS
 
 __all__ = ["TOPIQLoss", "TOPIQTarget", "build_network"]
@@ -35,6 +38,12 @@ def build_network(
     """
     net, _ = load_network(weights, WEIGHTS, CFANetFR, {"fr": CFANetFR}, cache_dir, progress)
     return net  # type: ignore[return-value]
+
+
+_ROBUST_TARGET = (
+    "`robust=True` transforms the target at every call, so its features cannot be cached: "
+    "use loss_fn(pred, target), or a loss with robust=False for with_target()"
+)
 
 
 class TOPIQLoss(FrozenNetworkLoss):
@@ -69,6 +78,16 @@ class TOPIQLoss(FrozenNetworkLoss):
             saved in (and required by) the parent's ``state_dict``.
         cache_dir: where official weights are cached (default torch.hub's).
         progress: show a download progress bar.
+        net: a :class:`CFANetFR` to use instead of loading ``weights``.
+        robust: score each pair under a random transform (translation 0-7 px, flips,
+            transpose, 2x box downscale; see :class:`RandomTransforms`) applied
+            identically to both images, drawn per sample and per call (E-LPIPS style):
+            small pixel-aligned patterns that fool the plain model stop paying.
+        robust_samples: transforms averaged per call (1 for training, more to evaluate).
+        robust_transforms: which transforms (``RandomTransforms(colour=True)`` adds
+            channel permutation and per-channel gain).
+        generator: a seeded ``torch.Generator`` for reproducible draws; by default a
+            private one seeded from the OS (torch's global RNG is never advanced).
 
     Shape:
         - pred, target: (N, 3, H, W) or (N, 1, H, W), H, W >= 32, floating point.
@@ -94,6 +113,10 @@ class TOPIQLoss(FrozenNetworkLoss):
         cache_dir: str | os.PathLike[str] | None = None,
         progress: bool = True,
         net: CFANetFR | None = None,
+        robust: bool = False,
+        robust_samples: int = 1,
+        robust_transforms: RandomTransforms | None = None,
+        generator: torch.Generator | None = None,
     ) -> None:
         if net is None:
             net = build_network(weights, cache_dir=cache_dir, progress=progress)
@@ -111,6 +134,10 @@ class TOPIQLoss(FrozenNetworkLoss):
             fuse_backbone,
             channels_last,
             keep_in_state_dict,
+            robust,
+            robust_samples,
+            robust_transforms,
+            generator,
         )
         self.weights_name = self_weights_name
 
@@ -129,8 +156,11 @@ class TOPIQLoss(FrozenNetworkLoss):
     def forward(self, pred: torch.Tensor, target: torch.Tensor | TargetFeatures) -> torch.Tensor:
         """Loss of ``pred`` (N, C, H, W) against ``target``; lower is better.
 
-        Gradients flow to ``pred`` (and to ``target`` if it requires grad).
+        Gradients flow to ``pred`` (and to ``target`` if it requires grad). With
+        ``robust=True`` the score is the random-transformation ensemble's.
         """
+        if self.robust:
+            return self.loss_weight * reduce_loss(1.0 - self.score(pred, target), self.reduction)  # type: ignore[arg-type]
         return topiq_fr_loss(
             pred,
             target,
@@ -143,15 +173,24 @@ class TOPIQLoss(FrozenNetworkLoss):
         )
 
     def score(self, pred: torch.Tensor, target: torch.Tensor | TargetFeatures) -> torch.Tensor:
-        """(N,) TOPIQ-FR quality of ``pred`` against ``target``, higher is better."""
-        return topiq_fr(
-            pred,
-            target,
-            net=self.net,
-            input_range=self.input_range,
-            checkpoint=self.checkpoint,
-            amp_backbone=self.amp_backbone,
-        )
+        """(N,) TOPIQ-FR quality of ``pred`` against ``target``, higher is better.
+
+        With ``robust=True``: the mean over ``robust_samples`` random transforms, each
+        applied identically to ``pred`` and ``target`` (evaluation of the robust metric).
+        """
+
+        def fr(p: torch.Tensor, t: torch.Tensor | TargetFeatures) -> torch.Tensor:
+            return topiq_fr(
+                p, t, net=self.net, input_range=self.input_range, checkpoint=self.checkpoint,
+                amp_backbone=self.amp_backbone,
+            )
+
+        if self.robust:
+            if isinstance(target, TargetFeatures):
+                raise ValueError(_ROBUST_TARGET)
+            _checks.check_pair(pred, target)  # before any transform touches them
+            return self._ensemble(fr, pred, target)
+        return fr(pred, target)
 
     def with_target(self, target: torch.Tensor) -> TOPIQTarget:
         """This loss against a fixed ``target`` whose backbone features are computed once.
@@ -168,6 +207,8 @@ class TOPIQLoss(FrozenNetworkLoss):
             >>> fixed = loss_fn.with_target(hr)  # doctest: +SKIP
             >>> fixed(x).backward(); fixed.score(x)  # doctest: +SKIP
         """
+        if self.robust:
+            raise ValueError(_ROBUST_TARGET)
         return TOPIQTarget(self, target)
 
     def features(self, pred: torch.Tensor, target: torch.Tensor) -> CFANetFeatures:

@@ -7,11 +7,13 @@ from typing import Literal
 
 import torch
 
+from . import _checks
 from .cfanet_nr import CFANetNR
 from .frozen import FrozenNetworkLoss, load_network
-from .functional import Reduction
+from .functional import Reduction, reduce_loss
 from .functional_nr import topiq_nr, topiq_nr_features, topiq_nr_loss
 from .maps import QualityMaps, maps_from_features
+from .robust import RandomTransforms
 from .trunk import CFANetFeatures
 from .weights import DEFAULT_NR_WEIGHTS, NR_WEIGHTS
 
@@ -55,6 +57,8 @@ class TOPIQNRLoss(FrozenNetworkLoss):
         score_range: (worst, best) of the score; ``"auto"`` takes the entry's ((0, 1),
             or (1, 10) for an aesthetics layout).
         net: a :class:`CFANetNR` to use instead of loading ``weights``.
+        robust, robust_samples, robust_transforms, generator: the random-transformation
+            ensemble, as in TOPIQLoss (each image transformed on its own).
 
     Shape:
         - img: (N, 3, H, W) or (N, 1, H, W), H, W >= 32, floating point, in ``input_range``.
@@ -81,6 +85,10 @@ class TOPIQNRLoss(FrozenNetworkLoss):
         cache_dir: str | os.PathLike[str] | None = None,
         progress: bool = True,
         net: CFANetNR | None = None,
+        robust: bool = False,
+        robust_samples: int = 1,
+        robust_transforms: RandomTransforms | None = None,
+        generator: torch.Generator | None = None,
     ) -> None:
         entry = None
         if net is None:
@@ -99,14 +107,16 @@ class TOPIQNRLoss(FrozenNetworkLoss):
             fuse_backbone,
             channels_last,
             keep_in_state_dict,
+            robust,
+            robust_samples,
+            robust_transforms,
+            generator,
         )
         self.weights_name = name
         self.resize: int | None = (entry.resize if entry is not None else None) if resize == "auto" else resize
         if score_range == "auto":
             aesthetics = self.net.num_class > 1
             score_range = entry.score_range if entry is not None else ((1.0, 10.0) if aesthetics else (0.0, 1.0))
-        from . import _checks
-
         self.score_range = _checks.check_input_range(score_range, name="score_range")
 
     @property
@@ -123,6 +133,9 @@ class TOPIQNRLoss(FrozenNetworkLoss):
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         """Loss of ``img`` (N, C, H, W); 0 is best. Gradients flow to ``img``."""
+        if self.robust:
+            worst, best = self.score_range
+            return self.loss_weight * reduce_loss((best - self.score(img)) / (best - worst), self.reduction)  # type: ignore[arg-type]
         return topiq_nr_loss(
             img,
             net=self.net,
@@ -136,15 +149,19 @@ class TOPIQNRLoss(FrozenNetworkLoss):
         )
 
     def score(self, img: torch.Tensor) -> torch.Tensor:
-        """(N,) raw score of ``img``, higher is better (within ``score_range``, about)."""
-        return topiq_nr(
-            img,
-            net=self.net,
-            input_range=self.input_range,
-            resize=self.resize,
-            checkpoint=self.checkpoint,
-            amp_backbone=self.amp_backbone,
-        )
+        """(N,) raw score of ``img``, higher is better (within ``score_range``, about);
+        the ensemble mean with ``robust=True``."""
+
+        def nr(x: torch.Tensor) -> torch.Tensor:
+            return topiq_nr(
+                x, net=self.net, input_range=self.input_range, resize=self.resize,
+                checkpoint=self.checkpoint, amp_backbone=self.amp_backbone,
+            )
+
+        if self.robust:
+            _checks.check_image(img, "img")
+            return self._ensemble(nr, img)
+        return nr(img)
 
     def features(self, img: torch.Tensor) -> CFANetFeatures:
         """Score with the gated convolutions' gates and cross-scale attention (native resolution)."""

@@ -1,0 +1,115 @@
+"""Robust mode: a random-transformation ensemble of the TOPIQ score (E-LPIPS style).
+
+A learned metric optimised directly can be gamed by small pixel-aligned patterns
+(Kettunen, Härkönen, Lehtinen, "E-LPIPS: Robust Perceptual Image Similarity via
+Random Transformation Ensembles", 2019). Scoring each pair under a random
+translation / flip / transpose / downscale, applied identically to prediction and
+target, makes such patterns stop paying: they do not survive the transforms.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ._checks import MIN_SIZE
+
+__all__ = ["RandomTransforms", "ensemble_score", "private_generator"]
+
+
+@dataclass(frozen=True)
+class RandomTransforms:
+    """Which transforms the ensemble draws from, per sample and per call.
+
+    Attributes:
+        max_shift: translation by 0..max_shift px in each axis (reflect padding, size kept).
+        flips: horizontal and vertical flips, each with probability 1/2.
+        transpose: swap H and W with probability 1/2.
+        downscale: integer 2x2 box downscale with probability 1/2, when both sides stay
+            >= 32 px.
+        colour: channel permutation and a per-channel gain in [0.8, 1.2] (off by
+            default: they change what "the same colour" means to the model).
+    """
+
+    max_shift: int = 7
+    flips: bool = True
+    transpose: bool = True
+    downscale: bool = True
+    colour: bool = False
+
+
+def private_generator() -> torch.Generator:
+    """A CPU generator seeded from the OS: draws never touch torch's global RNG."""
+    return torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little") & ((1 << 63) - 1))
+
+
+def _draw(n: int, h: int, w: int, cfg: RandomTransforms, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    def coin() -> torch.Tensor:
+        return torch.rand(n, generator=gen) < 0.5
+
+    params = {
+        "dy": torch.randint(0, cfg.max_shift + 1, (n,), generator=gen),
+        "dx": torch.randint(0, cfg.max_shift + 1, (n,), generator=gen),
+        "hflip": coin() if cfg.flips else torch.zeros(n, dtype=torch.bool),
+        "vflip": coin() if cfg.flips else torch.zeros(n, dtype=torch.bool),
+        "transpose": coin() if cfg.transpose else torch.zeros(n, dtype=torch.bool),
+        "down": coin() if cfg.downscale and min(h, w) // 2 >= MIN_SIZE else torch.zeros(n, dtype=torch.bool),
+    }
+    if cfg.colour:
+        params["perm"] = torch.stack([torch.randperm(3, generator=gen) for _ in range(n)])
+        params["gain"] = 0.8 + 0.4 * torch.rand(n, 3, generator=gen)
+    return params
+
+
+def _transform_one(x: torch.Tensor, p: dict[str, torch.Tensor], i: int) -> torch.Tensor:
+    """Sample ``i``'s transform of ``x`` (1, C, H, W)."""
+    h, w = x.shape[-2:]
+    dy, dx = int(p["dy"][i]), int(p["dx"][i])
+    if dy or dx:
+        # Reflect padding needs pad < size: guaranteed since H, W >= 32 > max_shift.
+        x = F.pad(x, (dx, 0, dy, 0), mode="reflect")[..., :h, :w]
+    if bool(p["hflip"][i]):
+        x = x.flip(-1)
+    if bool(p["vflip"][i]):
+        x = x.flip(-2)
+    if bool(p["transpose"][i]):
+        x = x.transpose(-1, -2)
+    if bool(p["down"][i]):
+        x = F.avg_pool2d(x, 2)
+    if "perm" in p and x.shape[1] == 3:
+        x = x[:, p["perm"][i]] * p["gain"][i].to(x).view(1, 3, 1, 1)
+    return x
+
+
+def ensemble_score(
+    score: Callable[..., torch.Tensor],
+    images: tuple[torch.Tensor, ...],
+    samples: int,
+    cfg: RandomTransforms,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Mean over ``samples`` draws of ``score(*transformed images)``, per sample: (N,).
+
+    Every image of ``images`` (prediction and target, or one image) gets the same
+    transform; each batch sample its own. Samples whose transformed shapes agree are
+    scored together (a transpose of a non-square image, or a downscale, changes it).
+    """
+    n, _, h, w = images[0].shape
+    total = images[0].new_zeros(n, dtype=torch.promote_types(images[0].dtype, torch.float32))
+    for _ in range(samples):
+        p = _draw(n, h, w, cfg, generator)
+        out = [[_transform_one(x[i : i + 1], p, i) for i in range(n)] for x in images]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i in range(n):
+            groups.setdefault(tuple(out[0][i].shape[-2:]), []).append(i)  # type: ignore[arg-type]
+        scores = images[0].new_zeros(n, dtype=torch.promote_types(images[0].dtype, torch.float32))
+        for idx in groups.values():
+            batch = [torch.cat([parts[i] for i in idx]) for parts in out]
+            s = score(*batch)
+            scores = scores.index_put((torch.tensor(idx, device=scores.device),), s.to(scores.dtype))
+        total = total + scores
+    return total / samples
