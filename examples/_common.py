@@ -195,9 +195,12 @@ def report(
     and score) should come first, in the order of ``results``, then any extra ones.
     """
     print(f"\n{title} ({label})")
-    print(f"{'':<18}{'PSNR dB':>9}{'TOPIQ':>9}")
+    columns = list(next(iter(results.values())))
+    heads = {"psnr": "PSNR dB", "topiq": "TOPIQ", "ssim": "SSIM", "vif": "VIFp", "robust": "TOPIQ ens."}
+    width = max(len(n) for n in results) + 2
+    print(f"{'':<{width}}" + "".join(f"{heads.get(c, c):>11}" for c in columns))
     for name, r in results.items():
-        print(f"{name:<18}{r['psnr']:>9.2f}{r['topiq']:>9.4f}")
+        print(f"{name:<{width}}" + "".join(f"{r[c]:>11.{2 if c == 'psnr' else 4}f}" for c in columns))
     # A run with a single term has total == that term: one line is enough.
     flat = {f"{run}: {k}": v for run, c in curves.items() for k, v in c.items() if not (k == "total" and len(c) == 2)}
     plot_curves(flat, out / f"{stem}_loss_curves.png", f"{title} ({label})", ylabel=ylabel)
@@ -219,6 +222,58 @@ def evaluate(
             n: {"psnr": psnr(img, reference), "topiq": float(topiq.score(img.clamp(0, 1), reference))}
             for n, img in images.items()
         }
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
+    """SSIM (11x11 Gaussian window, kornia) of images in [0, 1], averaged."""
+    import kornia
+
+    return float(kornia.metrics.ssim(a.clamp(0, 1), b, 11).mean())
+
+
+def vifp(dist: torch.Tensor, ref: torch.Tensor, sigma_nsq: float = 2.0) -> float:
+    """Pixel-domain visual information fidelity (VIFp; Sheikh and Bovik, 2006) on luma.
+
+    A classical full-reference metric with no learned weights: 1 for identical
+    images, lower for lost information, above 1 for contrast enhancement.
+    """
+    def luma(x: torch.Tensor) -> torch.Tensor:
+        w = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64).view(1, 3, 1, 1)
+        return (x.clamp(0, 1).double() * w).sum(1, keepdim=True) * 255
+
+    def gauss(n: int) -> torch.Tensor:
+        ax = torch.arange(n, dtype=torch.float64) - (n - 1) / 2
+        g = torch.exp(-(ax**2) / (2 * (n / 5.0) ** 2))
+        k = g[:, None] * g[None, :]
+        return (k / k.sum()).view(1, 1, n, n)
+
+    x, y = luma(ref), luma(dist)
+    num = den = 0.0
+    for scale in range(1, 5):
+        n = 2 ** (4 - scale + 1) + 1
+        win = gauss(n)
+        if scale > 1:
+            if min(x.shape[-2:]) < 3 * n:
+                break  # tiny images (smoke tests): the coarser scales do not fit
+            x = torch.nn.functional.conv2d(x, win)[..., ::2, ::2]
+            y = torch.nn.functional.conv2d(y, win)[..., ::2, ::2]
+        mu1, mu2 = torch.nn.functional.conv2d(x, win), torch.nn.functional.conv2d(y, win)
+        s1 = (torch.nn.functional.conv2d(x * x, win) - mu1**2).clamp_min(0)
+        s2 = (torch.nn.functional.conv2d(y * y, win) - mu2**2).clamp_min(0)
+        s12 = torch.nn.functional.conv2d(x * y, win) - mu1 * mu2
+        g = s12 / (s1 + 1e-10)
+        sv = s2 - g * s12
+        g = torch.where(s1 < 1e-10, torch.zeros_like(g), g)
+        sv = torch.where(s1 < 1e-10, s2, sv)
+        s1 = torch.where(s1 < 1e-10, torch.zeros_like(s1), s1)
+        g = torch.where(s2 < 1e-10, torch.zeros_like(g), g)
+        sv = torch.where(s2 < 1e-10, torch.zeros_like(sv), sv)
+        sv = torch.where(g < 0, s2, sv)
+        g = g.clamp_min(0)
+        sv = sv.clamp_min(1e-10)
+        num += float(torch.log10(1 + g**2 * s1 / (sv + sigma_nsq)).sum())
+        den += float(torch.log10(1 + s1 / sigma_nsq).sum())
+    return num / den
 
 
 class Timer:

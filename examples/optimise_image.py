@@ -4,8 +4,11 @@ A crop of scikit-image's chelsea photo is blurred, made noisy and JPEG-compresse
 Starting from that degraded observation ``y``, the pixels ``x`` are optimised with Adam
 to minimise ``(1 - TOPIQ(x, reference)) + fidelity_weight * MSE(x, y)``: TOPIQ pulls
 towards the reference's appearance, the fidelity term keeps ``x`` close to what was
-observed (and so limits adversarial drift of the metric). Two runs, same steps:
-TOPIQ alone (fidelity 0) and TOPIQ + fidelity. Optimising an image against a
+observed (and so limits adversarial drift of the metric). Three runs, same steps:
+TOPIQ alone (fidelity 0), robust TOPIQ alone (the random-transformation ensemble,
+``TOPIQLoss(robust=True)``) and TOPIQ + fidelity. The table adds SSIM, VIFp (a classical
+full-reference metric with no learned weights) and the ensemble score on fixed fresh
+transforms, which show whether a run improved the image or only the plain score. Optimising an image against a
 full-reference model is also how such models are probed (Ding et al., 2021).
 Writes ``optimise_loss_curves.png`` and ``optimise_before_after.png`` to ``--out``
 and prints PSNR and TOPIQ score.
@@ -46,8 +49,9 @@ def optimise(
 ) -> tuple[torch.Tensor, dict[str, list[float]]]:
     x = observed.clone().requires_grad_(True)
     opt = torch.optim.Adam([x], lr=args.lr)
-    # The reference never changes: its backbone features are computed once.
-    fixed = topiq.with_target(ref)
+    # The reference never changes: its backbone features are computed once (a robust
+    # loss transforms it at every step instead).
+    fixed = (lambda p: topiq(p, ref)) if topiq.robust else topiq.with_target(ref)
     curves: dict[str, list[float]] = {"MSE to observed": [], "1 - TOPIQ": []}
     for _ in tqdm(range(args.steps), desc=name, unit="step"):
         fidelity = pixel_loss(x, observed, "mse")
@@ -79,10 +83,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
 
     images = {"degraded": degraded}
     curves = {}
-    for name, weight in (("TOPIQ", 0.0), ("TOPIQ + fidelity", args.fidelity_weight)):
-        images[name], curves[name] = optimise(name, degraded, ref, topiq, weight, args)
+    robust = TOPIQLoss(net=topiq.net, robust=True, generator=torch.Generator().manual_seed(args.seed))
+    runs = (
+        ("TOPIQ", topiq, 0.0),
+        ("robust TOPIQ", robust, 0.0),
+        ("TOPIQ + fidelity", topiq, args.fidelity_weight),
+    )
+    for name, loss_fn, weight in runs:
+        images[name], curves[name] = optimise(name, degraded, ref, loss_fn, weight, args)
 
     results = C.evaluate(images, ref, topiq)
+    # The robust metric judged on fixed fresh transforms (the same for every image).
+    for name, img in images.items():
+        judge = TOPIQLoss(net=topiq.net, robust=True, robust_samples=8, generator=torch.Generator().manual_seed(99))
+        with torch.no_grad():
+            results[name]["robust"] = float(judge.score(img.clamp(0, 1), ref))
+        results[name]["ssim"] = C.ssim(img, ref)
+        results[name]["vif"] = C.vifp(img, ref)
     panels = [*C.captioned(results, images), ("reference", ref)]
     title = f"pixel optimisation, {args.steps} steps, {args.size}px crop"
     C.report(results, title, curves, panels, out, "optimise", label, ylabel="term value (unweighted)")

@@ -54,7 +54,7 @@ CASES = {
     "optimise_image": (
         ["--steps", "3", "--size", "48", "--lr", "0.05"],
         ["optimise_loss_curves.png", "optimise_before_after.png"],
-        ["degraded", "TOPIQ", "TOPIQ + fidelity"],
+        ["degraded", "TOPIQ", "robust TOPIQ", "TOPIQ + fidelity"],
     ),
 }
 
@@ -92,3 +92,13 @@ def test_example_help_runs_as_a_script(name):
     )
     assert proc.returncode == 0, proc.stderr
     assert "--weights" in proc.stdout and "--out" in proc.stdout
+
+
+def test_classical_metrics_of_the_examples():
+    import torch
+
+    C = _load("_common")
+    x = C.centre_crop(C.photo("chelsea"), 96)
+    noisy = (x + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    assert abs(C.vifp(x, x) - 1.0) < 1e-6 and C.vifp(noisy, x) < 0.8
+    assert abs(C.ssim(x, x) - 1.0) < 1e-6 and C.ssim(noisy, x) < 0.9
