@@ -136,7 +136,7 @@ def test_sr_loss_pixel_only_and_topiq_only(topiq, hr):
         ({"scale": 0}, "`scale` must be an integer >= 1"),
         ({"scale": 2.0}, "`scale` must be an integer >= 1"),
         ({"scale": 2, "pixel": "l3"}, "`pixel` must be one of"),
-        ({"scale": 2, "topiq_weight": -1}, "`topiq_weight` must be a real number >= 0"),
+        ({"scale": 2, "topiq_weight": -1}, "`topiq_weight` must be a finite real number >= 0"),
         ({"scale": 2, "reduction": "avg"}, "`reduction` must be one of"),
         ({"scale": 2, "loss_weight": 2.0}, "`loss_weight` is not a TOPIQLoss option here"),
         ({"scale": 2, "pixel": None, "topiq_weight": 0.0}, "nothing to compute"),

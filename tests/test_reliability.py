@@ -117,7 +117,7 @@ def test_corrupt_cached_file_is_detected_removed_and_redownloaded(server, tmp_pa
         raw[5000] ^= 0xFF
     path.write_bytes(bytes(raw))
     hub._verified.clear()  # the next process
-    with pytest.warns(RuntimeWarning, match=r"corrupt .*removing and downloading again"):
+    with pytest.warns(RuntimeWarning, match=r"were refused \(sha256 .*removing and downloading again"):
         again = download_weights(entry, cache_dir=tmp_path, progress=False)
     assert again.read_bytes() == data and server.hits(name) == 2
 

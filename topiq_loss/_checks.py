@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import warnings
+import weakref
 from collections.abc import Sequence
 
 import torch
@@ -39,12 +41,15 @@ def _check_one(x: object, name: str) -> torch.Tensor:
     return x
 
 
-def _check_finite(x: torch.Tensor, name: str) -> None:
-    finite = torch.isfinite(x)
-    if not bool(finite.all()):
+def _check_finite(x: torch.Tensor, name: str) -> tuple[float, float]:
+    """Refuse NaN/inf; returns (min, max), found in the same single pass (NaN and inf
+    show in the extremes)."""
+    lo, hi = (float(v) for v in torch.aminmax(x.detach()))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         nan = int(torch.isnan(x).sum())
         inf = int(torch.isinf(x).sum())
         raise ValueError(f"`{name}` must be finite; got {nan} NaN and {inf} inf values")
+    return lo, hi
 
 
 def check_pair(
@@ -53,10 +58,14 @@ def check_pair(
     device: torch.device | None = None,
     pred_name: str = "pred",
     target_name: str = "target",
+    input_range: tuple[float, float] = (0.0, 1.0),
+    owner: object | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate a (prediction, target) image pair; returns them unchanged.
 
     ``device``, when given, is where the network lives; the images must be there.
+    With an ``owner`` (the network), values far outside ``input_range`` warn once
+    per owner (see :func:`_range_warning`).
 
     Raises:
         TypeError: not a tensor, or not floating point.
@@ -77,17 +86,27 @@ def check_pair(
         )
     if device is not None:
         check_device(p, device, pred_name)
-    _check_finite(p, pred_name)
-    _check_finite(t, target_name)
+    for x, name in ((p, pred_name), (t, target_name)):
+        extremes = _check_finite(x, name)
+        if owner is not None:
+            _range_warning(extremes, name, input_range, owner)
     return p, t
 
 
-def check_image(x: object, name: str, device: torch.device | None = None) -> torch.Tensor:
+def check_image(
+    x: object,
+    name: str,
+    device: torch.device | None = None,
+    input_range: tuple[float, float] = (0.0, 1.0),
+    owner: object | None = None,
+) -> torch.Tensor:
     """Validate one image batch (type, dtype, shape, size, device, finite); returns it."""
     t = _check_one(x, name)
     if device is not None:
         check_device(t, device, name)
-    _check_finite(t, name)
+    extremes = _check_finite(t, name)
+    if owner is not None:
+        _range_warning(extremes, name, input_range, owner)
     return t
 
 
@@ -112,9 +131,9 @@ def check_reduction(reduction: object) -> str:
 
 
 def check_non_negative(value: object, name: str) -> float:
-    """A real number >= 0 (a term weight); bools and NaN are refused."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ValueError(f"`{name}` must be a real number >= 0; got {value!r}")
+    """A finite real number >= 0 (a term weight); bools, NaN and inf are refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise ValueError(f"`{name}` must be a finite real number >= 0; got {value!r}")
     return float(value)
 
 
@@ -137,6 +156,8 @@ def check_input_range(input_range: object, name: str = "input_range") -> tuple[f
 def check_loss_weight(loss_weight: object) -> float:
     if isinstance(loss_weight, bool) or not isinstance(loss_weight, (int, float)):
         raise TypeError(f"`loss_weight` must be a real number; got {type(loss_weight).__name__}")
+    if not math.isfinite(loss_weight):
+        raise ValueError(f"`loss_weight` must be finite; got {loss_weight!r}")
     return float(loss_weight)
 
 
@@ -145,3 +166,51 @@ def check_bool(value: object, name: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"`{name}` must be True or False; got {value!r} ({type(value).__name__})")
     return value
+
+
+def check_optional_bool(value: object, name: str) -> bool | None:
+    return None if value is None else check_bool(value, name)
+
+
+# Networks whose loss has already warned about the input range (once per loss).
+_range_warned: weakref.WeakSet[object] = weakref.WeakSet()
+
+
+def _range_warning(
+    extremes: tuple[float, float], name: str, input_range: tuple[float, float], owner: object
+) -> None:
+    """Warn (once per ``owner``) when values lie far outside ``input_range``.
+
+    "Far" is more than half the range beyond either end: network outputs that
+    overshoot a little pass silently; 0..255 images, or [-1, 1] images given to a
+    (0, 1) loss, do not.
+    """
+    lo, hi = extremes
+    low, high = input_range
+    margin = 0.5 * (high - low)
+    if (lo >= low - margin and hi <= high + margin) or owner in _range_warned:
+        return
+    _range_warned.add(owner)
+    if hi > 2.0 * high + 1:
+        hint = "images in 0..255? divide them by 255"
+    elif lo < low - margin and (low, high) == (0.0, 1.0):
+        hint = "images in [-1, 1]? pass input_range=(-1, 1)"
+    else:
+        hint = "check the data's scaling"
+    warnings.warn(
+        f"`{name}` has values in [{lo:.4g}, {hi:.4g}], far outside input_range={input_range}: "
+        f"{hint}. The score of such inputs is meaningless. (Warned once per loss.)",
+        UserWarning,
+        stacklevel=5,
+    )
+
+
+@torch.compiler.disable
+def check_score(score: torch.Tensor, names: str) -> torch.Tensor:
+    """A finite input can still overflow inside the network: refuse a non-finite score."""
+    if not bool(torch.isfinite(score).all()):
+        raise ValueError(
+            f"{names} gave a non-finite TOPIQ score ({score.detach().flatten()[:4].tolist()}): "
+            f"the values overflow inside the network; check their scale"
+        )
+    return score

@@ -52,6 +52,15 @@ def pixel_loss(
         - Output: scalar, or (N,) with ``reduction="none"``.
     """
     kind = _checks.check_choice(kind, "kind", PIXEL_KINDS)  # type: ignore[assignment]
+    if not isinstance(pred, torch.Tensor) or not isinstance(target, torch.Tensor):
+        raise TypeError(
+            f"`pred` and `target` must be tensors; got {type(pred).__name__} and {type(target).__name__}"
+        )
+    if pred.shape != target.shape:
+        # Broadcasting would silently compare every prediction with every target.
+        raise ValueError(
+            f"`pred` and `target` must have the same shape; got {tuple(pred.shape)} and {tuple(target.shape)}"
+        )
     diff = pred - target
     if kind == "l1":
         err = diff.abs()
@@ -192,7 +201,7 @@ class SRLoss(_MixedLoss):
             raise ValueError(f"`scale` must be an integer >= 1; got {scale!r}")
         super().__init__(pixel, pixel_weight, topiq_weight, reduction, topiq, topiq_kwargs, nr_weight, nr)
         self.scale = scale
-        self.shave = bool(shave)
+        self.shave = _checks.check_bool(shave, "shave")
 
     def extra_repr(self) -> str:
         return (

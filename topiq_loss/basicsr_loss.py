@@ -70,7 +70,7 @@ class BasicSRTOPIQLoss(nn.Module):
         super().__init__()
         self.loss_weight = _checks.check_loss_weight(loss_weight)
         self.reduction = _checks.check_reduction(reduction)
-        self.as_perceptual = bool(as_perceptual)
+        self.as_perceptual = _checks.check_bool(as_perceptual, "as_perceptual")
         if topiq is None:
             topiq = TOPIQLoss(
                 weights=weights,

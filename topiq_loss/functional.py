@@ -61,8 +61,8 @@ def prepare_pair(
     passed through unchanged, as the reference model does (network outputs often
     overshoot slightly). Never modifies the inputs in place.
     """
-    pred, target = _checks.check_pair(pred, target, device=net.h_emb.device)
     low, high = _checks.check_input_range(input_range)
+    pred, target = _checks.check_pair(pred, target, device=net.h_emb.device, input_range=(low, high), owner=net)
     net.semantic_model.prepare()
     return _to_unit_rgb(pred, net, low, high), _to_unit_rgb(target, net, low, high)
 
@@ -79,14 +79,14 @@ def prepare_pred(
     ``pred`` must have the target's channels and size; its batch must equal the
     target's, or the target's batch must be 1 (one reference for many candidates).
     """
-    pred = _checks.check_image(pred, "pred", device=net.h_emb.device)
+    low, high = _checks.check_input_range(input_range)
+    pred = _checks.check_image(pred, "pred", device=net.h_emb.device, input_range=(low, high), owner=net)
     n, c, h, w = target_shape
     if pred.shape[1:] != (c, h, w) or (n != 1 and pred.shape[0] != n):
         raise ValueError(
             f"`pred` must have the cached target's shape {tuple(target_shape)} (or any batch "
             f"size when the target's batch is 1); got {tuple(pred.shape)}"
         )
-    low, high = _checks.check_input_range(input_range)
     net.semantic_model.prepare()
     return _to_unit_rgb(pred, net, low, high)
 
@@ -129,9 +129,9 @@ def topiq_fr(
     if isinstance(target, TargetFeatures):
         p = prepare_pred(pred, target.shape, net, input_range)
         feats = net.backbone_features(p, checkpoint, amp_backbone)
-        return net.head(feats, list(target.features), checkpoint).score
+        return _checks.check_score(net.head(feats, list(target.features), checkpoint).score, "`pred`")
     p, t = prepare_pair(pred, target, net, input_range)
-    return net(p, t, checkpoint=checkpoint, amp_backbone=amp_backbone)
+    return _checks.check_score(net(p, t, checkpoint=checkpoint, amp_backbone=amp_backbone), "`pred` and `target`")
 
 
 def topiq_fr_features(
@@ -190,8 +190,8 @@ def topiq_fr_target_features(
         input_range: (low, high) of the pixel values.
         amp_backbone: as in :func:`topiq_fr`.
     """
-    target = _checks.check_image(target, "target", device=net.h_emb.device)
     low, high = _checks.check_input_range(input_range)
+    target = _checks.check_image(target, "target", device=net.h_emb.device, input_range=(low, high), owner=net)
     net.semantic_model.prepare()
     with torch.no_grad():
         feats = net.backbone_features(_to_unit_rgb(target, net, low, high), amp_backbone=amp_backbone)

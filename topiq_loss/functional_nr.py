@@ -37,8 +37,8 @@ def prepare_image(
 ) -> torch.Tensor:
     """Check ``img`` and bring it to the network's convention: RGB in [0, 1], its dtype,
     the short side ``resize`` (None: as given). Never modifies the input in place."""
-    img = _checks.check_image(img, "img", device=net.h_emb.device)
     low, high = _checks.check_input_range(input_range)
+    img = _checks.check_image(img, "img", device=net.h_emb.device, input_range=(low, high), owner=net)
     if resize is not None and (isinstance(resize, bool) or not isinstance(resize, int) or resize < 32):
         raise ValueError(f"`resize` must be None or an int >= 32 (short side in pixels); got {resize!r}")
     net.semantic_model.prepare()
@@ -72,7 +72,7 @@ def topiq_nr(
         (N,) scores: about 0..1 for the quality models, 1..10 for aesthetics.
     """
     x = prepare_image(img, net, input_range, resize)
-    return net(x, checkpoint=checkpoint, amp_backbone=amp_backbone)
+    return _checks.check_score(net(x, checkpoint=checkpoint, amp_backbone=amp_backbone), "`img`")
 
 
 def topiq_nr_features(

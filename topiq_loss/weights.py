@@ -48,6 +48,11 @@ class WeightsEntry:
         resize: short side the model was evaluated at (antialiased resize), or None
             to take images as given.
         score_range: (worst, best) score, used to map a score to a 0-is-best loss.
+        sha256: the file's full digest where someone with the official file has
+            filled it in; empty today (no full digest is published). When set, only a
+            file with exactly this digest is accepted.
+        max_bytes: downloads larger than this are refused (the CFANet files are
+            about 138-200 MiB).
         meta: training data, what it measures, licence, paper.
     """
 
@@ -58,6 +63,8 @@ class WeightsEntry:
     build: Callable[[], nn.Module] = field(default=CFANetFR, compare=False)
     resize: int | None = None
     score_range: tuple[float, float] = (0.0, 1.0)
+    sha256: str = ""
+    max_bytes: int = 192 * 2**20
     meta: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
 
@@ -96,18 +103,19 @@ DEFAULT_WEIGHTS = "kadid"
 NR_WEIGHTS: dict[str, WeightsEntry] = {
     "koniq": _entry(
         "koniq", "cfanet_nr_koniq_res50-9a73138b.pth", "KonIQ-10k", "technical quality of in-the-wild photos",
-        build=CFANetNR,
+        build=CFANetNR, max_bytes=256 * 2**20,
     ),
     "spaq": _entry(
-        "spaq", "cfanet_nr_spaq_res50-a7f799ac.pth", "SPAQ", "quality of smartphone photos", build=CFANetNR
+        "spaq", "cfanet_nr_spaq_res50-a7f799ac.pth", "SPAQ", "quality of smartphone photos", build=CFANetNR,
+        max_bytes=256 * 2**20,
     ),
     "flive": _entry(
         "flive", "cfanet_nr_flive_res50-ded1c74e.pth", "FLIVE (PaQ-2-PiQ)", "quality of in-the-wild photos",
-        build=CFANetNR, resize=384,
+        build=CFANetNR, resize=384, max_bytes=256 * 2**20,
     ),
     "ava": _entry(
         "ava", "cfanet_iaa_ava_res50-3cd62bb3.pth", "AVA", "aesthetics (expected 1..10 rating)",
-        build=CFANetNR.aesthetics, resize=384, score_range=(1.0, 10.0),
+        build=CFANetNR.aesthetics, resize=384, score_range=(1.0, 10.0), max_bytes=384 * 2**20,
     ),
 }
 DEFAULT_NR_WEIGHTS = "koniq"
