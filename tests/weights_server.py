@@ -21,6 +21,8 @@ class ServedFile:
     status: int = 200
     truncate_at: int | None = None  # close the connection after this many bytes
     chunk_delay: float = 0.0  # seconds between 64 KiB chunks (a slow server)
+    send_length: bool = True  # False: no Content-Length header
+    repeat: int = 1  # send the body this many times (a long or "endless" stream)
 
 
 @dataclass
@@ -41,23 +43,27 @@ def start_server() -> tuple[WeightsServer, http.server.ThreadingHTTPServer]:
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server API
-            state.requests.append(self.path)
-            served = state.files.get(self.path.lstrip("/"))
+            state.requests.append(self.path.split("?", 1)[0])
+            served = state.files.get(self.path.split("?", 1)[0].lstrip("/"))
             if served is None or served.status != 200:
                 self.send_error(served.status if served else 404)
                 return
             self.send_response(200)
-            self.send_header("Content-Length", str(len(served.data)))
+            if served.send_length:
+                self.send_header("Content-Length", str(len(served.data) * served.repeat))
             self.end_headers()
             body = served.data if served.truncate_at is None else served.data[: served.truncate_at]
             try:
                 step = 1 << 16
-                for i in range(0, len(body), step):
-                    self.wfile.write(body[i : i + step])
-                    if served.chunk_delay:
-                        time.sleep(served.chunk_delay)
+                for _ in range(served.repeat):
+                    for i in range(0, len(body), step):
+                        self.wfile.write(body[i : i + step])
+                        if served.chunk_delay:
+                            time.sleep(served.chunk_delay)
             except (BrokenPipeError, ConnectionResetError):
                 pass
+            if not served.send_length:
+                self.close_connection = True
             if served.truncate_at is not None:
                 self.close_connection = True
 

@@ -1,13 +1,15 @@
 """Command line: ``topiq-loss score|map|demo`` (see ``topiq-loss --help``).
 
-``score``/``map`` with two images use TOPIQ-FR, with one image TOPIQ-NR.
+``score``/``map`` with two images use TOPIQ-FR, with one image TOPIQ-NR; ``weights``
+lists, fetches and verifies the official files. Errors print one line and exit with 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -20,14 +22,66 @@ from .maps import render_maps
 from .weights import DEFAULT_NR_WEIGHTS, DEFAULT_WEIGHTS, NR_WEIGHTS, WEIGHTS
 
 
-def read_image(path: str | Path | BinaryIO) -> torch.Tensor:
-    """An image file as a (1, 3, H, W) float32 tensor in [0, 1]."""
-    import numpy as np
-    from PIL import Image
+#: PIL modes of 8-bit channels, converted to RGB as they are.
+_EIGHT_BIT_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
 
-    with Image.open(path) as im:
-        arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0).float().div(255.0)
+
+def read_image(path: str | Path | BinaryIO) -> torch.Tensor:
+    """An image file as a (1, 3, H, W) float32 tensor in [0, 1], decoded by its bit depth.
+
+    8-bit images are divided by 255, 16-bit ones (PNG, TIFF) by 65535, float images
+    (TIFF mode "F") are taken as they are; grey is repeated to RGB.
+
+    Raises:
+        ValueError: the file is not an image, is larger than PIL's decompression-bomb
+            limit, or has a mode or values that cannot be read as [0, 1] intensities.
+    """
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    name = getattr(path, "name", path)
+    with warnings.catch_warnings():
+        # PIL only warns between MAX_IMAGE_PIXELS and twice that: refuse both.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as im:
+                im.load()
+                mode = im.mode
+                if mode in _EIGHT_BIT_MODES:
+                    arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+                elif mode.startswith("I;16"):
+                    arr = np.asarray(im, dtype=np.uint16).astype(np.float32) / 65535.0
+                elif mode == "I":
+                    raw = np.asarray(im, dtype=np.int64)
+                    if raw.size and (raw.min() < 0 or raw.max() > 65535):
+                        raise ValueError(f"{name}: 32-bit integer image with values outside 0..65535")
+                    arr = raw.astype(np.float32) / 65535.0
+                elif mode == "F":
+                    arr = np.asarray(im, dtype=np.float32)
+                    if not np.isfinite(arr).all():
+                        raise ValueError(f"{name}: float image with NaN or inf values")
+                else:
+                    raise ValueError(f"{name}: unsupported image mode {mode!r}")
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ValueError(f"{name}: refused as a possible decompression bomb ({exc})") from None
+        except UnidentifiedImageError:
+            raise ValueError(f"{name}: not an image file PIL can decode") from None
+    t = torch.from_numpy(np.array(arr, dtype=np.float32))  # a writable copy
+    t = t.unsqueeze(-1).expand(-1, -1, 3) if t.dim() == 2 else t
+    return t.permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer in [{low}, {high}]; got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be an integer in [{low}, {high}]; got {value}")
+        return value
+
+    return parse
 
 
 def to_pil(img: torch.Tensor):
@@ -101,16 +155,76 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("-o", "--output", required=True, help="output PNG path")
     add_weights_option(m, no_reference=True)
     m.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    m.add_argument("--panel", type=int, default=256, help="panel size in pixels (default 256)")
+    m.add_argument("--panel", type=_int_in(16, 2048), default=256, help="panel size in pixels, 16-2048 (default 256)")
     d = sub.add_parser(
         "demo",
         help="score blur, noise and JPEG at three strengths on a real photograph "
         "(scikit-image's astronaut; needs the [examples] extra)",
     )
     add_weights_option(d)
-    d.add_argument("--size", type=int, default=256, help="crop size in pixels (default 256)")
+    d.add_argument(
+        "--size", type=_int_in(32, 512), default=256, help="crop size in pixels, 32-512 (the photo is 512 px; default 256)"
+    )
     d.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    w = sub.add_parser("weights", help="list, fetch or verify the official weight files")
+    wsub = w.add_subparsers(dest="action", required=True)
+    wsub.add_parser("list", help="names, files, whether each is cached, and its pin")
+    f = wsub.add_parser("fetch", help="download (or reuse) a file and print its full digest line")
+    f.add_argument("name", help=f"one of {', '.join([*WEIGHTS, *NR_WEIGHTS])}")
+    v = wsub.add_parser("verify", help="hash a cached or given file; print its sha256sum line; exit 2 if refused")
+    v.add_argument("name", help="a registry name (its cached file) or a PATH")
+    for q in (f, v, wsub.choices["list"]):
+        q.add_argument("--cache-dir", default=None, help="weights cache (default torch.hub's checkpoints folder)")
     return p
+
+
+def _weights_command(args: argparse.Namespace) -> int:
+    from pathlib import Path as _Path
+
+    from .hub import _digest_problem, default_cache_dir, download_weights
+    from .integrity import expected_digest, read_record, sha256_file
+
+    entries = {**WEIGHTS, **NR_WEIGHTS}
+    folder = _Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    if args.action == "list":
+        print(f"{'name':<7}{'kind':<6}{'file':<40}{'cached':<8}check")
+        for name, e in entries.items():
+            kind = "FR" if name in WEIGHTS else "NR"
+            path = folder / e.filename
+            full, source = expected_digest(e)
+            record = read_record(path) if path.is_file() else None
+            check = f"pinned ({source})" if full else "recorded digest" if record else "name prefix only"
+            print(f"{name:<7}{kind:<6}{e.filename:<40}{'yes' if path.is_file() else 'no':<8}{check}")
+        print(f"cache: {folder}")
+        return 0
+    if args.action == "fetch":
+        if args.name not in entries:
+            raise ValueError(f"NAME must be one of {sorted(entries)}; got {args.name!r}")
+        path = download_weights(entries[args.name], cache_dir=folder)
+        print(f"{sha256_file(path)}  {path.name}")
+        print(f"-> {path}")
+        return 0
+    if args.name in entries:
+        entry = entries[args.name]
+        path = folder / entry.filename
+        if not path.is_file():
+            raise ValueError(f"{args.name!r} is not cached at {path}: `topiq-loss weights fetch {args.name}`")
+    else:
+        path = _Path(args.name)
+        if not path.is_file():
+            raise ValueError(f"no such file: {path}")
+        entry = next((e for e in entries.values() if e.filename == path.name), None)
+    digest = sha256_file(path)
+    print(f"{digest}  {path.name}")
+    if entry is None:
+        print("not an official file name: nothing to compare with", file=sys.stderr)
+        return 0
+    problem = _digest_problem(digest, entry, path)
+    if problem is not None:
+        print(f"topiq-loss: refused: {problem}", file=sys.stderr)
+        return 2
+    print(f"ok: accepted as {entry.name!r}", file=sys.stderr)
+    return 0
 
 
 def _demo_rows(ref: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
@@ -174,6 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             demo(args.weights, args.size, args.device)
             return 0
+        if args.command == "weights":
+            return _weights_command(args)
         if args.ref is None:
             return _no_reference(args)
         dist, ref = read_image(args.dist), read_image(args.ref)
