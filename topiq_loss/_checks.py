@@ -6,6 +6,7 @@ import math
 import warnings
 import weakref
 from collections.abc import Sequence
+from typing import Literal, cast
 
 import torch
 
@@ -126,8 +127,8 @@ def check_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
     return str(value)
 
 
-def check_reduction(reduction: object) -> str:
-    return check_choice(reduction, "reduction", REDUCTIONS)
+def check_reduction(reduction: object) -> Literal["mean", "sum", "none"]:
+    return cast(Literal["mean", "sum", "none"], check_choice(reduction, "reduction", REDUCTIONS))
 
 
 def check_non_negative(value: object, name: str) -> float:

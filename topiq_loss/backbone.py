@@ -34,9 +34,12 @@ def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     The folded weight and bias are computed in float64 and rounded once to the
     convolution's dtype, so folding adds a single rounding per weight.
     """
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError("`bn` must track running statistics to be folded")
+    mean, var = bn.running_mean.double(), bn.running_var.double()
     w = conv.weight.detach().double()
     b = conv.bias.detach().double() if conv.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
-    scale = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    scale = bn.weight.detach().double() / torch.sqrt(var + bn.eps)
     # skip_init: no random initialisation, so folding never draws from the global RNG.
     fused = skip_init(
         nn.Conv2d,
@@ -53,7 +56,7 @@ def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     )
     with torch.no_grad():
         fused.weight.copy_(w * scale.view(-1, 1, 1, 1))
-        fused.bias.copy_((b - bn.running_mean.double()) * scale + bn.bias.detach().double())
+        fused.bias.copy_((b - mean) * scale + bn.bias.detach().double())
     return fused.requires_grad_(False)
 
 

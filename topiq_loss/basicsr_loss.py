@@ -74,7 +74,7 @@ class BasicSRTOPIQLoss(nn.Module):
         if topiq is None:
             topiq = TOPIQLoss(
                 weights=weights,
-                input_range=tuple(input_range),
+                input_range=_checks.check_input_range(input_range),
                 checkpoint=checkpoint,
                 robust=robust,
                 robust_samples=robust_samples,
@@ -107,7 +107,7 @@ def register_basicsr(registry: Any | None = None) -> bool:
     """
     if registry is None:
         try:
-            from basicsr.utils.registry import LOSS_REGISTRY as registry  # type: ignore[import-not-found]
+            from basicsr.utils.registry import LOSS_REGISTRY  # type: ignore[import-not-found]
         except ImportError as exc:
             if importlib.util.find_spec("basicsr") is not None:
                 # Installed but broken (e.g. an old basicsr against a new torchvision):
@@ -119,6 +119,7 @@ def register_basicsr(registry: Any | None = None) -> bool:
                     stacklevel=2,
                 )
             return False
+        registry = LOSS_REGISTRY
     name = BasicSRTOPIQLoss.__name__
     if name not in registry:  # BasicSR's Registry refuses a second registration
         registry.register(BasicSRTOPIQLoss)

@@ -19,7 +19,7 @@ from .hub import WeightsError
 from .loss import TOPIQLoss
 from .loss_nr import TOPIQNRLoss
 from .maps import render_maps
-from .weights import DEFAULT_NR_WEIGHTS, DEFAULT_WEIGHTS, NR_WEIGHTS, WEIGHTS
+from .weights import DEFAULT_NR_WEIGHTS, DEFAULT_WEIGHTS, NR_WEIGHTS, WEIGHTS, WeightsEntry
 
 
 #: PIL modes of 8-bit channels, converted to RGB as they are.
@@ -204,6 +204,7 @@ def _weights_command(args: argparse.Namespace) -> int:
         print(f"{sha256_file(path)}  {path.name}")
         print(f"-> {path}")
         return 0
+    entry: WeightsEntry | None
     if args.name in entries:
         entry = entries[args.name]
         path = folder / entry.filename

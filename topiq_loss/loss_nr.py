@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 
@@ -92,7 +92,8 @@ class TOPIQNRLoss(FrozenNetworkLoss):
     ) -> None:
         entry = None
         if net is None:
-            net, entry = load_network(weights, NR_WEIGHTS, CFANetNR, _LAYOUT_BUILDS, cache_dir, progress)
+            built, entry = load_network(weights, NR_WEIGHTS, CFANetNR, _LAYOUT_BUILDS, cache_dir, progress)
+            net = cast(CFANetNR, built)
             name = "random (tests only)" if weights is None else str(weights)
         else:
             name = "given network"

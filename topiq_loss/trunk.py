@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -61,6 +62,9 @@ class CFANetTrunk(nn.Module):
         num_class: outputs of the MLP; above 1 they are a softmax distribution over
             the scores 1..num_class and the score is its expectation.
     """
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(
         self, reduce_channels: Sequence[int], dim: int = 256, num_heads: int = 4, num_class: int = 1
@@ -146,11 +150,11 @@ class CFANetTrunk(nn.Module):
         query = tokens[0]
         for blk, memory in zip(self.attn_blks, tokens[1:], strict=True):
             if need_maps:
-                cross.append(_attention_received(blk.layers[0], query, memory, size))
+                cross.append(_attention_received(cast(CrossAttentionLayer, cast(LayerStack, blk).layers[0]), query, memory, size))
             query = blk(query, memory)
         x = self.attn_pool(query).mean(dim=1)
         with torch.autocast(x.device.type, enabled=False):
-            out = self.score_linear(x.to(self.score_linear[1].weight.dtype))
+            out = self.score_linear(x.to(self.h_emb.dtype))
             if self.num_class == 1:
                 score = out.squeeze(-1)
             else:

@@ -70,7 +70,8 @@ class WeightsEntry:
 
 def _entry(name: str, filename: str, dataset: str, measures: str, **kwargs: object) -> WeightsEntry:
     prefix = filename.rsplit("-", 1)[1].split(".", 1)[0]
-    worst, best = kwargs.get("score_range", (0.0, 1.0))  # type: ignore[misc]
+    score_range: tuple[float, float] = kwargs.get("score_range", (0.0, 1.0))  # type: ignore[assignment]
+    worst, best = score_range
     return WeightsEntry(
         name=name,
         filename=filename,
