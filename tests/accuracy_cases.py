@@ -15,7 +15,6 @@ import math
 
 import numpy as np
 import torch
-
 from conftest import distort, smooth_images
 
 GEOMEAN_MAX = 5e-3

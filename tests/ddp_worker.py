@@ -60,8 +60,9 @@ def main() -> None:
     mode = sys.argv[7] if len(sys.argv) > 7 else "ddp"
     rank, world = int(rank), int(world)
     sys.path.insert(0, tests)
-    import topiq_loss.weights as w
     from weights_server import entry_for
+
+    import topiq_loss.weights as w
 
     w.WEIGHTS["kadid"] = entry_for(name, url)  # the default weights, from the local server
     torch.set_num_threads(1)

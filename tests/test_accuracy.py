@@ -6,7 +6,6 @@ import copy
 
 import pytest
 import torch
-
 from accuracy_cases import (
     CASE_MAX,
     GEOMEAN_MAX,
@@ -17,6 +16,7 @@ from accuracy_cases import (
     score_and_grad,
 )
 from conftest import distort, smooth_images
+
 from topiq_loss import topiq_fr
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import distort, smooth_images
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import distort, smooth_images
 from topiq_loss import (
     DenoiseLoss,
     GeneratorLoss,

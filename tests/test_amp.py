@@ -7,8 +7,8 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import distort, smooth_images
+
 from topiq_loss import TOPIQLoss
 from topiq_loss.layers import feature_distance
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import distort, smooth_images
+
 from topiq_loss import TOPIQLoss
 from topiq_loss.cli import main, read_image, to_pil
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import distort, smooth_images
 from torch._dynamo.testing import CompileCounter
 
-from conftest import distort, smooth_images
 from topiq_loss import TOPIQLoss
 
 SIZES = [(48, 40), (64, 56), (80, 72), (97, 61)]

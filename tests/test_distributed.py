@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from weights_server import ServedFile, hash_named
 
 TESTS = Path(__file__).parent

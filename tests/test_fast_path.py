@@ -8,8 +8,8 @@ import pickle
 import pytest
 import torch
 import torch.nn as nn
-
 from conftest import distort, smooth_images
+
 from topiq_loss import CFANetFR, TOPIQLoss, topiq_fr, topiq_fr_loss, topiq_fr_target_features
 from topiq_loss.backbone import fold_batchnorm
 

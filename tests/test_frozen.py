@@ -8,8 +8,8 @@ import pickle
 import pytest
 import torch
 import torch.nn as nn
-
 from conftest import distort, smooth_images
+
 from topiq_loss import TOPIQLoss
 
 

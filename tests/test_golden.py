@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from accuracy_cases import CASE_MAX, GEOMEAN_MAX, SCORE_TOL, geomean, rel_error
 from make_golden import CASES, case_inputs, score_and_grad
 

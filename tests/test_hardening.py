@@ -18,14 +18,14 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+from conftest import distort, smooth_images
+from weights_server import ServedFile, checkpoint_bytes, entry_for, hash_named
 
 import topiq_loss.hub as hub
-from conftest import distort, smooth_images
 from topiq_loss import SRLoss, TOPIQLoss, WeightsError, pixel_loss
 from topiq_loss.cli import main, read_image
 from topiq_loss.hub import download_weights, read_state_dict
 from topiq_loss.integrity import PINS_ENV, read_record, record_path
-from weights_server import ServedFile, checkpoint_bytes, entry_for, hash_named
 
 pytestmark = pytest.mark.usefixtures("fresh_hub_state")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import distort, smooth_images
+
 from topiq_loss import CFANetFR, TOPIQLoss, topiq_fr, topiq_fr_loss
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import distort, smooth_images
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import distort, smooth_images
 from topiq_loss import LEVELS, CFANetFR, TOPIQLoss, quality_maps, render_maps
 from topiq_loss.cli import main, to_pil
 

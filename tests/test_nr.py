@@ -7,15 +7,16 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from accuracy_cases import CASE_MAX, GEOMEAN_MAX, SCORE_TOL, geomean, rel_error
 from conftest import distort, smooth_images
 from pyiqa_oracle import build_reference_nr
 from seeded_weights import seeded_state_dict
+from weights_server import checkpoint_bytes
+
 from topiq_loss import (
+    NR_WEIGHTS,
     CFANetFR,
     CFANetNR,
-    NR_WEIGHTS,
     TOPIQLoss,
     TOPIQNRLoss,
     WeightsError,
@@ -23,7 +24,6 @@ from topiq_loss import (
     topiq_nr_loss,
 )
 from topiq_loss.functional_nr import resize_short_side
-from weights_server import checkpoint_bytes
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference"
 LAYOUTS = {"quality": (CFANetNR, "cfanet_nr_state_dict_keys.txt"), "aesthetics": (CFANetNR.aesthetics, "cfanet_iaa_res50_state_dict_keys.txt")}

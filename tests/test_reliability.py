@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from weights_server import ServedFile, entry_for, hash_named
 
 import topiq_loss.hub as hub
 from topiq_loss import TOPIQLoss, WeightsError, download_weights, read_state_dict
-from weights_server import ServedFile, entry_for, hash_named
 
 TESTS = Path(__file__).parent
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import distort, smooth_images
+
 from topiq_loss import CFANetNR, RandomTransforms, SRLoss, TOPIQLoss, TOPIQNRLoss, topiq_fr
 from topiq_loss.robust import _draw, _transform_one
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 
 import torch
-
 from conftest import distort, smooth_images
+
 from topiq_loss import TOPIQLoss
 
 

@@ -144,8 +144,8 @@ class _MixedLoss(nn.Module):
             worst, best = self.nr.score_range
             terms["nr"] = (best - self.nr.score(pred)) / (best - worst)
             total = total + self.nr_weight * terms["nr"]
-        terms = {k: reduce_loss(v, self.reduction) for k, v in terms.items()}  # type: ignore[arg-type]
-        terms["total"] = reduce_loss(total, self.reduction)  # type: ignore[arg-type]
+        terms = {k: reduce_loss(v, self.reduction) for k, v in terms.items()}
+        terms["total"] = reduce_loss(total, self.reduction)
         return terms
 
     def train(self, mode: bool = True) -> _MixedLoss:

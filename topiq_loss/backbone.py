@@ -45,10 +45,10 @@ def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
         nn.Conv2d,
         conv.in_channels,
         conv.out_channels,
-        conv.kernel_size,  # type: ignore[arg-type]
-        conv.stride,  # type: ignore[arg-type]
-        conv.padding,  # type: ignore[arg-type]
-        conv.dilation,  # type: ignore[arg-type]
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
         conv.groups,
         bias=True,
         device=conv.weight.device,

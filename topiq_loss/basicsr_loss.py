@@ -96,7 +96,7 @@ class BasicSRTOPIQLoss(nn.Module):
                     f"(e.g. shape ({values.numel()}, 1, 1, 1)); got {got}"
                 )
             values = values * weight.reshape(-1).to(values)
-        loss = self.loss_weight * reduce_loss(values, self.reduction)  # type: ignore[arg-type]
+        loss = self.loss_weight * reduce_loss(values, self.reduction)
         return (loss, None) if self.as_perceptual else loss
 
 
@@ -107,7 +107,7 @@ def register_basicsr(registry: Any | None = None) -> bool:
     """
     if registry is None:
         try:
-            from basicsr.utils.registry import LOSS_REGISTRY  # type: ignore[import-not-found]
+            from basicsr.utils.registry import LOSS_REGISTRY
         except ImportError as exc:
             if importlib.util.find_spec("basicsr") is not None:
                 # Installed but broken (e.g. an old basicsr against a new torchvision):

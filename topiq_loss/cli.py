@@ -11,16 +11,18 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import torch
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 from .hub import WeightsError
 from .loss import TOPIQLoss
 from .loss_nr import TOPIQNRLoss
 from .maps import render_maps
 from .weights import DEFAULT_NR_WEIGHTS, DEFAULT_WEIGHTS, NR_WEIGHTS, WEIGHTS, WeightsEntry
-
 
 #: PIL modes of 8-bit channels, converted to RGB as they are.
 _EIGHT_BIT_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
@@ -84,7 +86,7 @@ def _int_in(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-def to_pil(img: torch.Tensor):
+def to_pil(img: torch.Tensor) -> PILImage:
     """(1, 3, H, W) or (3, H, W) in [0, 1] -> PIL RGB image (clamped, rounded)."""
     from PIL import Image
 

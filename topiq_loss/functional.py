@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 
 from . import _checks
-from .cfanet import CFANetFR, CFANetFeatures
+from .cfanet import CFANetFeatures, CFANetFR
 
 __all__ = [
     "prepare_pair",

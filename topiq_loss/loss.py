@@ -144,7 +144,7 @@ class TOPIQLoss(FrozenNetworkLoss):
     @property
     def net(self) -> CFANetFR:
         """The frozen :class:`CFANetFR`."""
-        return super().net  # type: ignore[no-any-return]
+        return super().net
 
     def extra_repr(self) -> str:
         return (
@@ -160,12 +160,12 @@ class TOPIQLoss(FrozenNetworkLoss):
         ``robust=True`` the score is the random-transformation ensemble's.
         """
         if self.robust:
-            return self.loss_weight * reduce_loss(1.0 - self.score(pred, target), self.reduction)  # type: ignore[arg-type]
+            return self.loss_weight * reduce_loss(1.0 - self.score(pred, target), self.reduction)
         return topiq_fr_loss(
             pred,
             target,
             net=self.net,
-            reduction=self.reduction,  # type: ignore[arg-type]
+            reduction=self.reduction,
             loss_weight=self.loss_weight,
             input_range=self.input_range,
             checkpoint=self.checkpoint,

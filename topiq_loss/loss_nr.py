@@ -98,7 +98,7 @@ class TOPIQNRLoss(FrozenNetworkLoss):
         else:
             name = "given network"
         super().__init__(
-            net,  # type: ignore[arg-type]
+            net,
             CFANetNR,
             reduction,
             loss_weight,
@@ -123,7 +123,7 @@ class TOPIQNRLoss(FrozenNetworkLoss):
     @property
     def net(self) -> CFANetNR:
         """The frozen :class:`CFANetNR`."""
-        return super().net  # type: ignore[no-any-return]
+        return super().net
 
     def extra_repr(self) -> str:
         return (
@@ -136,12 +136,12 @@ class TOPIQNRLoss(FrozenNetworkLoss):
         """Loss of ``img`` (N, C, H, W); 0 is best. Gradients flow to ``img``."""
         if self.robust:
             worst, best = self.score_range
-            return self.loss_weight * reduce_loss((best - self.score(img)) / (best - worst), self.reduction)  # type: ignore[arg-type]
+            return self.loss_weight * reduce_loss((best - self.score(img)) / (best - worst), self.reduction)
         return topiq_nr_loss(
             img,
             net=self.net,
             score_range=self.score_range,
-            reduction=self.reduction,  # type: ignore[arg-type]
+            reduction=self.reduction,
             loss_weight=self.loss_weight,
             input_range=self.input_range,
             resize=self.resize,

@@ -11,13 +11,17 @@ Two kinds of map per scale, both upsampled to the input size:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from .cfanet import CFANetFR
-from .trunk import CFANetFeatures
 from .functional import prepare_pair
+from .trunk import CFANetFeatures
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 __all__ = ["LEVELS", "QualityMaps", "maps_from_features", "quality_maps", "render_maps"]
 
@@ -89,7 +93,7 @@ def _heat(m: torch.Tensor, grey: torch.Tensor, alpha: float = 0.6) -> torch.Tens
 
 def render_maps(
     dist: torch.Tensor, ref: torch.Tensor | None, maps: QualityMaps, index: int = 0, panel: int = 256
-):
+) -> PILImage:
     """A labelled PIL image of one sample's maps, overlaid on the distorted image.
 
     Rows: DIST, REF, |DIST - REF| (the image alone for a no-reference pass, ``ref``
