@@ -164,7 +164,8 @@ class SRLoss(_MixedLoss):
     Args:
         scale: the upscaling factor (>= 1).
         pixel: ``"l1"`` (default), ``"charbonnier"``, ``"mse"`` or ``None`` (no pixel term).
-        pixel_weight, topiq_weight: weights of the two terms (>= 0).
+        pixel_weight: weight of the pixel term (>= 0).
+        topiq_weight: weight of the TOPIQ term (>= 0).
         shave: crop ``scale`` border pixels before both terms.
         reduction: ``"mean"`` | ``"sum"`` | ``"none"`` over the batch.
         topiq: a :class:`TOPIQLoss` to share; else one is built from ``topiq_kwargs``
@@ -259,7 +260,12 @@ class DenoiseLoss(_MixedLoss):
 
     Args:
         predicts: ``"clean"`` or ``"residual"``.
-        pixel, pixel_weight, topiq_weight, reduction, topiq, topiq_kwargs: as :class:`SRLoss`.
+        pixel: as :class:`SRLoss`.
+        pixel_weight: as :class:`SRLoss`.
+        topiq_weight: as :class:`SRLoss`.
+        reduction: as :class:`SRLoss`.
+        topiq: as :class:`SRLoss`.
+        **topiq_kwargs: TOPIQLoss options, as :class:`SRLoss`.
 
     Shape:
         - output, clean, noisy: (N, C, H, W), same shape, H, W >= 32.
@@ -370,9 +376,14 @@ class GeneratorLoss(_MixedLoss):
     Args:
         adversarial: ``"nsgan"`` | ``"hinge"`` | ``"ragan"`` (see :func:`adversarial_g_loss`).
         adversarial_weight: weight of the adversarial term (>= 0).
-        pixel, pixel_weight, topiq_weight, topiq, nr_weight, nr, topiq_kwargs: as
-            :class:`SRLoss`. The batch reduction is always the mean (adversarial terms
-            are batch means).
+        pixel: as :class:`SRLoss`.
+        pixel_weight: as :class:`SRLoss`.
+        topiq_weight: as :class:`SRLoss`.
+        topiq: as :class:`SRLoss`.
+        nr_weight: as :class:`SRLoss`.
+        nr: as :class:`SRLoss`.
+        **topiq_kwargs: TOPIQLoss options, as :class:`SRLoss`. The batch reduction is
+            always the mean (adversarial terms are batch means).
 
     Returns (forward):
         ``(total, terms)``: the weighted sum (scalar, to backpropagate) and a dict of

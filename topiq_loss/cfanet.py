@@ -88,7 +88,8 @@ class CFANetFR(CFANetTrunk):
         """Score and (with ``need_maps``) the gate and cross-attention maps.
 
         Args:
-            dist, ref: (N, 3, H, W) in [0, 1], H, W >= 32; no checks are made here.
+            dist: (N, 3, H, W) in [0, 1], H, W >= 32; no checks are made here.
+            ref: the reference images, same shape.
             checkpoint: recompute backbone activations in backward.
             need_maps: also return cross-attention maps (costs one extra attention).
             amp_backbone: let an enclosing autocast run the backbone in half precision
@@ -107,9 +108,11 @@ class CFANetFR(CFANetTrunk):
         """Everything after the backbone: gated pooling, attention, score.
 
         Args:
-            feats_d, feats_r: the 5 backbone levels of the distorted and reference
-                images (from :meth:`backbone_features`); ``feats_r`` may have batch 1
-                and is then broadcast.
+            feats_d: the 5 backbone levels of the distorted images (from
+                :meth:`backbone_features`).
+            feats_r: those of the reference images; batch 1 is broadcast.
+            checkpoint: recompute each level's gated pooling in backward.
+            need_maps: also return the cross-attention maps.
         """
         if feats_r[0].shape[0] != feats_d[0].shape[0]:
             feats_r = [f.expand(feats_d[0].shape[0], -1, -1, -1) for f in feats_r]

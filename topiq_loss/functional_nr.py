@@ -66,7 +66,8 @@ def topiq_nr(
         input_range: (low, high) of the pixel values.
         resize: short side the image is resized to first (antialiased), or None.
             The official FLIVE and AVA models expect 384 (their registry entries say so).
-        checkpoint, amp_backbone: as in :func:`topiq_loss.topiq_fr`.
+        checkpoint: recompute backbone activations in backward (saves memory).
+        amp_backbone: under autocast, run the backbone in half precision too.
 
     Returns:
         (N,) scores: about 0..1 for the quality models, 1..10 for aesthetics.

@@ -95,7 +95,12 @@ def write_record(dest: Path, digest: str) -> None:
 
 
 def redact(url: str) -> str:
-    """``url`` without credentials: no ``user:pass@``, query values replaced by ``***``."""
+    """``url`` without credentials: no ``user:pass@``, query values replaced by ``***``.
+
+    Example:
+        >>> redact("https://alice:s3cret@mirror.example/w/f.pth?token=abc&x=1")
+        'https://mirror.example/w/f.pth?token=***&x=***'
+    """
     try:
         parts = urllib.parse.urlsplit(url)
     except ValueError:

@@ -49,16 +49,27 @@ class TOPIQNRLoss(FrozenNetworkLoss):
         weights: ``"koniq"`` (default), ``"spaq"``, ``"flive"``, ``"ava"`` (aesthetics),
             a checkpoint path (quality or aesthetics layout, read from its tensors), or
             ``None`` (random quality weights, tests only; warns).
-        reduction, loss_weight, input_range, checkpoint, amp_backbone, fuse_backbone,
-        channels_last, keep_in_state_dict, cache_dir, progress: as in TOPIQLoss.
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"`` over the batch.
+        loss_weight: multiplies the loss.
+        input_range: (low, high) of pixel values.
         resize: short side images are resized to first (antialiased, aspect kept);
             ``"auto"`` takes the entry's (384 for flive and ava, none for koniq/spaq
             and files); None scores images as given.
         score_range: (worst, best) of the score; ``"auto"`` takes the entry's ((0, 1),
             or (1, 10) for an aesthetics layout).
+        checkpoint: gradient checkpointing (less memory).
+        amp_backbone: run the backbone in half precision under autocast.
+        fuse_backbone: run the fused backbone (see :class:`~topiq_loss.TOPIQLoss`).
+        channels_last: memory format of the fused backbone (None: channels-last on CPU).
+        keep_in_state_dict: register the network as a submodule.
+        cache_dir: where official weights are cached.
+        progress: show a download progress bar.
         net: a :class:`CFANetNR` to use instead of loading ``weights``.
-        robust, robust_samples, robust_transforms, generator: the random-transformation
-            ensemble, as in TOPIQLoss (each image transformed on its own).
+        robust: the random-transformation ensemble, as in TOPIQLoss (each image
+            transformed on its own).
+        robust_samples: transforms averaged per call.
+        robust_transforms: which transforms (:class:`RandomTransforms`).
+        generator: a seeded ``torch.Generator`` for reproducible draws.
 
     Shape:
         - img: (N, 3, H, W) or (N, 1, H, W), H, W >= 32, floating point, in ``input_range``.

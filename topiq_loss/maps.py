@@ -62,7 +62,8 @@ def quality_maps(
     """Score and per-scale gate / cross-attention maps of ``pred`` against ``target``.
 
     Args:
-        pred, target: (N, C, H, W), C in (1, 3), H, W >= 32, values in ``input_range``.
+        pred: (N, C, H, W), C in (1, 3), H, W >= 32, values in ``input_range``.
+        target: reference images, same shape.
         net: the frozen network (e.g. ``TOPIQLoss().net``).
         input_range: (low, high) of the pixel values.
 
@@ -101,8 +102,8 @@ def render_maps(
     map is min-max scaled for display (turbo colour map).
 
     Args:
-        dist, ref: (N, 3, H, W) images in [0, 1] (as given to :func:`quality_maps`);
-            ``ref`` None for the maps of :meth:`TOPIQNRLoss.quality_maps`.
+        dist: (N, 3, H, W) images in [0, 1] (as given to :func:`quality_maps`).
+        ref: the references, or None for the maps of :meth:`TOPIQNRLoss.quality_maps`.
         maps: the result of :func:`quality_maps` for them.
         index: which sample of the batch.
         panel: longest side of each panel in pixels.

@@ -33,6 +33,16 @@ class RandomTransforms:
             >= 32 px.
         colour: channel permutation and a per-channel gain in [0.8, 1.2] (off by
             default: they change what "the same colour" means to the model).
+
+    Example:
+        >>> import torch
+        >>> from topiq_loss import CFANetFR, TOPIQLoss
+        >>> loss_fn = TOPIQLoss(net=CFANetFR(), robust=True, robust_samples=2,
+        ...                     robust_transforms=RandomTransforms(colour=True),
+        ...                     generator=torch.Generator().manual_seed(0))
+        >>> x = torch.rand(2, 3, 64, 48)
+        >>> loss_fn.score(x, x).shape
+        torch.Size([2])
     """
 
     max_shift: int = 7
