@@ -92,30 +92,27 @@ def test_contract_measure_can_fail(net):
     assert geomean(errors) > GEOMEAN_MAX
 
 
+def _assert_same_in_float64(a, b, shapes, seed):
+    for i, shape in enumerate(shapes):
+        ref = smooth_images(shape[0], shape[2], shape[3], seed=seed + i).double()
+        dist = distort(ref, seed + 50 + i)
+        s_a, g_a = score_and_grad(a, dist, ref)
+        s_b, g_b = score_and_grad(b, dist, ref)
+        assert (s_a - s_b).abs().max().item() <= 1e-9
+        assert rel_error(g_a, g_b) <= 1e-6
+
+
 def test_fused_equals_unfused_in_float64(net, net64):
     """Folding BatchNorm changes no maths: in float64 both paths agree to rounding."""
     fused64 = copy.deepcopy(net).double()
     assert type(fused64.semantic_model._runner()).__name__ == "_FusedStages"
     assert fused64.semantic_model._runner().stem.weight.dtype == torch.float64
-    for i, shape in enumerate([(2, 3, 45, 67), (1, 3, 96, 96)]):
-        ref = smooth_images(shape[0], shape[2], shape[3], seed=700 + i).double()
-        dist = distort(ref, 800 + i)
-        s_f, g_f = score_and_grad(fused64, dist, ref)
-        s_u, g_u = score_and_grad(net64, dist, ref)
-        assert (s_f - s_u).abs().max().item() <= 1e-9
-        assert rel_error(g_f, g_u) <= 1e-6
+    _assert_same_in_float64(fused64, net64, [(2, 3, 45, 67), (1, 3, 96, 96)], seed=700)
 
 
 def test_float64_network_matches_pyiqa_in_float64(net64, reference_net):
     """Ties the float64 yardstick to the reference implementation."""
-    ref64 = copy.deepcopy(reference_net).double()
-    for i, shape in enumerate([(2, 3, 33, 47), (1, 3, 80, 64)]):
-        ref = smooth_images(shape[0], shape[2], shape[3], seed=900 + i).double()
-        dist = distort(ref, 950 + i)
-        s_p, g_p = score_and_grad(ref64, dist, ref)
-        s_o, g_o = score_and_grad(net64, dist, ref)
-        assert (s_p - s_o).abs().max().item() <= 1e-9
-        assert rel_error(g_o, g_p) <= 1e-6
+    _assert_same_in_float64(copy.deepcopy(reference_net).double(), net64, [(2, 3, 33, 47), (1, 3, 80, 64)], seed=900)
 
 
 def test_scores_match_pyiqa_float32(contract, reference_net):

@@ -6,21 +6,10 @@ import torch
 import torch.nn as nn
 
 from .backbone import FEATURE_CHANNELS
-from .layers import gated_local_pool
+from .layers import gate_net, gated_local_pool
 from .trunk import IMAGENET_MEAN, IMAGENET_STD, CFANetFeatures, CFANetTrunk, map_levels
 
 __all__ = ["CFANetFR", "CFANetFeatures", "IMAGENET_MEAN", "IMAGENET_STD"]
-
-
-def _gate_net(channels: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(channels, 64, 1),
-        nn.GELU(),
-        nn.Conv2d(64, 64, 3, padding=1),
-        nn.GELU(),
-        nn.Conv2d(64, 1, 3, padding=1),
-        nn.Sigmoid(),
-    )
 
 
 def _glp_reduce(
@@ -56,7 +45,7 @@ class CFANetFR(CFANetTrunk):
 
     def __init__(self) -> None:
         super().__init__([3 * c for c in FEATURE_CHANNELS])
-        self.weight_pool = nn.ModuleList(_gate_net(c) for c in FEATURE_CHANNELS)
+        self.weight_pool = nn.ModuleList(gate_net(c) for c in FEATURE_CHANNELS)
 
     def extract(
         self,

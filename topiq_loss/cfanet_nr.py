@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .backbone import FEATURE_CHANNELS
+from .layers import gate_net
 from .trunk import CFANetFeatures, CFANetTrunk, map_levels
 
 __all__ = ["CFANetNR", "GatedConv"]
@@ -31,14 +32,7 @@ class GatedConv(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.splitconv = nn.Conv2d(channels, 2 * channels, 1)
-        self.weight_blk = nn.Sequential(
-            nn.Conv2d(channels, 64, 1),
-            nn.GELU(),
-            nn.Conv2d(64, 64, 3, padding=1),
-            nn.GELU(),
-            nn.Conv2d(64, 1, 3, padding=1),
-            nn.Sigmoid(),
-        )
+        self.weight_blk = gate_net(channels)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         a, b = self.splitconv(x).chunk(2, dim=1)

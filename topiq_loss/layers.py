@@ -18,6 +18,7 @@ __all__ = [
     "LayerStack",
     "gated_local_pool",
     "feature_distance",
+    "gate_net",
 ]
 
 #: eps of the feature distance sqrt((a - b)^2 + eps), as in the published model.
@@ -130,6 +131,21 @@ class LayerStack(nn.Module):
         for layer in self.layers:
             x = layer(x, *memory)
         return x
+
+
+def gate_net(channels: int) -> nn.Sequential:
+    """The gate of both fronts: C -> 64 (1x1) -> 64 (3x3) -> 1 (3x3), GELU between, sigmoid.
+
+    Shape: (N, C, h, w) -> (N, 1, h, w) in (0, 1).
+    """
+    return nn.Sequential(
+        nn.Conv2d(channels, 64, 1),
+        nn.GELU(),
+        nn.Conv2d(64, 64, 3, padding=1),
+        nn.GELU(),
+        nn.Conv2d(64, 1, 3, padding=1),
+        nn.Sigmoid(),
+    )
 
 
 def feature_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
