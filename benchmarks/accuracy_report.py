@@ -7,7 +7,8 @@ unfused path, and of pyiqa's CFANet in float32, each against float64; and the la
 difference to pyiqa's float32. The contract: geometric mean <= 5e-3, no case > 1e-1,
 scores within 1e-4 of pyiqa.
 
-    python benchmarks/accuracy_report.py
+    python benchmarks/accuracy_report.py          # TOPIQ-FR, case by case
+    python benchmarks/accuracy_report.py --nr     # TOPIQ-NR, both layouts, summary
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from accuracy_cases import contract_cases, geomean, rel_error, score_and_grad  #
 from pyiqa_oracle import build_reference_fr  # noqa: E402
 from seeded_weights import seeded_state_dict  # noqa: E402
 
-from topiq_loss import CFANetFR  # noqa: E402
+from topiq_loss import CFANetFR, CFANetNR, topiq_nr  # noqa: E402
 
 
 def main() -> None:
@@ -65,5 +66,40 @@ def main() -> None:
     print("| max                          | " + " | ".join(f"{max(errs[k]):>15.2e}" if k in errs else f"{'n/a':>15}" for k in cols) + f" | {worst_score:>14.1e} |")
 
 
+def main_nr() -> None:
+    """Both NR layouts over the same cases: scores against pyiqa (as given and with its
+    eval-mode resize to 384), input gradients against float64 (ours and pyiqa's fp32)."""
+    from pyiqa_oracle import build_reference_nr
+
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
+    for aesthetics in (False, True):
+        net = CFANetNR.aesthetics() if aesthetics else CFANetNR()
+        state = seeded_state_dict(net.state_dict(), seed=7)
+        net.load_state_dict(state)
+        net.requires_grad_(False).eval()
+        net64 = copy.deepcopy(net).double()
+        net64.semantic_model.set_fused(False)
+        refs = [build_reference_nr(aesthetics, test_img_size=size) for size in (None, 384)]
+        if refs[0] is None:
+            sys.exit("pyiqa and timm are needed: pip install timm && pip install --no-deps pyiqa==0.1.16")
+        for r in refs:
+            r.load_state_dict(state)
+            r.eval()
+        worst, ours, theirs = 0.0, [], []
+        for _, dist, _ in contract_cases():
+            with torch.no_grad():
+                for resize, r in zip((None, 384), refs, strict=True):
+                    got = topiq_nr(dist, net=net, resize=resize)
+                    worst = max(worst, (got - r(dist).reshape(-1)).abs().max().item())
+            _, g64 = score_and_grad(lambda x, _: net64(x), dist.double(), None)
+            ours.append(rel_error(score_and_grad(lambda x, _: topiq_nr(x, net=net), dist, None)[1], g64))
+            theirs.append(rel_error(score_and_grad(lambda x, _: refs[0](x), dist, None)[1], g64))
+        print(
+            f"{'aesthetics' if aesthetics else 'quality':<10} {len(ours)} cases: max |score - pyiqa| {worst:.1e}; "
+            f"gradient error vs float64: fused geomean {geomean(ours):.2e}, max {max(ours):.2e}; "
+            f"pyiqa fp32 geomean {geomean(theirs):.2e}, max {max(theirs):.2e}"
+        )
+
+
 if __name__ == "__main__":
-    main()
+    main_nr() if "--nr" in sys.argv[1:] else main()
