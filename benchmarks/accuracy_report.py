@@ -91,9 +91,9 @@ def main_nr() -> None:
                 for resize, r in zip((None, 384), refs, strict=True):
                     got = topiq_nr(dist, net=net, resize=resize)
                     worst = max(worst, (got - r(dist).reshape(-1)).abs().max().item())
-            _, g64 = score_and_grad(lambda x, _: net64(x), dist.double(), None)
-            ours.append(rel_error(score_and_grad(lambda x, _: topiq_nr(x, net=net), dist, None)[1], g64))
-            theirs.append(rel_error(score_and_grad(lambda x, _: refs[0](x), dist, None)[1], g64))
+            _, g64 = score_and_grad(lambda x, _, m=net64: m(x), dist.double(), None)
+            ours.append(rel_error(score_and_grad(lambda x, _, m=net: topiq_nr(x, net=m), dist, None)[1], g64))
+            theirs.append(rel_error(score_and_grad(lambda x, _, m=refs[0]: m(x), dist, None)[1], g64))
         print(
             f"{'aesthetics' if aesthetics else 'quality':<10} {len(ours)} cases: max |score - pyiqa| {worst:.1e}; "
             f"gradient error vs float64: fused geomean {geomean(ours):.2e}, max {max(ours):.2e}; "
