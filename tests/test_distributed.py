@@ -63,9 +63,18 @@ def test_two_process_ddp_equals_one_process_on_the_whole_batch(server, tmp_path,
     torch.manual_seed(0)
     init = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 3, 3, padding=1))
     assert (init[0].weight - single["body.0.weight"]).abs().max() > 1e-4
-    # A checkpoint written by rank 0 loads strictly into a fresh generator body.
-    fresh = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 3, 3, padding=1))
-    fresh.load_state_dict({k.removeprefix("body."): v for k, v in ranks[0].items()}, strict=True)
+    # A checkpoint written by rank 0 loads strictly into a fresh generator (which builds
+    # its own loss from the now cached weights).
+    import topiq_loss.weights as w
+    from ddp_worker import Generator
+    from weights_server import entry_for
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(w.WEIGHTS, "kadid", entry_for(name, server.url(name)))
+        mp.setenv("TORCH_HOME", str(ddp_home))
+        fresh = Generator()
+    fresh.load_state_dict(ranks[0], strict=True)
+    assert server.hits(name) == 2  # the DDP ranks' one download and the single run's; none more
 
 
 def test_lightning_example_trains_on_two_processes(tmp_path, weights_file):
