@@ -65,9 +65,10 @@ def test_two_process_ddp_equals_one_process_on_the_whole_batch(server, tmp_path,
     assert (init[0].weight - single["body.0.weight"]).abs().max() > 1e-4
     # A checkpoint written by rank 0 loads strictly into a fresh generator (which builds
     # its own loss from the now cached weights).
-    import topiq_loss.weights as w
     from ddp_worker import Generator
     from weights_server import entry_for
+
+    import topiq_loss.weights as w
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(w.WEIGHTS, "kadid", entry_for(name, server.url(name)))
