@@ -91,6 +91,11 @@ def test_loss_and_gradients_flow_and_global_rng_untouched(net):
     assert loss.shape == ()
 
 
+def test_repr_says_robust(net):
+    assert "robust=True, robust_samples=3" in repr(TOPIQLoss(net=net, robust=True, robust_samples=3))
+    assert "robust" not in repr(TOPIQLoss(net=net))
+
+
 def test_with_target_is_refused_in_robust_mode(net):
     dist, target = _pair(n=1)
     with pytest.raises(ValueError, match="`robust=True` transforms the target"):

@@ -151,6 +151,7 @@ class TOPIQLoss(FrozenNetworkLoss):
             f"weights={self.weights_name!r}, reduction={self.reduction!r}, "
             f"loss_weight={self.loss_weight}, input_range={self.input_range}, "
             f"checkpoint={self.checkpoint}, amp_backbone={self.amp_backbone}"
+            + (f", robust=True, robust_samples={self.robust_samples}" if self.robust else "")
         )
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor | TargetFeatures) -> torch.Tensor:

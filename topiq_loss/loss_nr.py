@@ -141,6 +141,7 @@ class TOPIQNRLoss(FrozenNetworkLoss):
             f"weights={self.weights_name!r}, reduction={self.reduction!r}, loss_weight={self.loss_weight}, "
             f"input_range={self.input_range}, resize={self.resize}, score_range={self.score_range}, "
             f"checkpoint={self.checkpoint}, amp_backbone={self.amp_backbone}"
+            + (f", robust=True, robust_samples={self.robust_samples}" if self.robust else "")
         )
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
