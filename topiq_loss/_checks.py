@@ -5,10 +5,19 @@ from __future__ import annotations
 import math
 import warnings
 import weakref
-from collections.abc import Sequence
-from typing import Literal, cast
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, TypeVar, cast
 
 import torch
+
+_Fn = TypeVar("_Fn", bound=Callable[..., Any])
+
+
+def eager(fn: _Fn) -> _Fn:
+    """``torch.compiler.disable`` with its type kept: ``fn`` always runs eagerly (checks
+    that need a host sync, and anything that must not be traced)."""
+    return cast(_Fn, torch.compiler.disable(fn))  # type: ignore[no-untyped-call]
+
 
 MIN_SIZE = 32
 REDUCTIONS = ("mean", "sum", "none")
@@ -206,7 +215,7 @@ def _range_warning(
     )
 
 
-@torch.compiler.disable
+@eager
 def check_score(score: torch.Tensor, names: str) -> torch.Tensor:
     """A finite input can still overflow inside the network: refuse a non-finite score."""
     if not bool(torch.isfinite(score).all()):

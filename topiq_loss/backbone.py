@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
@@ -41,7 +41,7 @@ def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     b = conv.bias.detach().double() if conv.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
     scale = bn.weight.detach().double() / torch.sqrt(var + bn.eps)
     # skip_init: no random initialisation, so folding never draws from the global RNG.
-    fused = skip_init(
+    fused = skip_init(  # type: ignore[no-untyped-call]
         nn.Conv2d,
         conv.in_channels,
         conv.out_channels,
@@ -57,7 +57,7 @@ def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     with torch.no_grad():
         fused.weight.copy_(w * scale.view(-1, 1, 1, 1))
         fused.bias.copy_((b - mean) * scale + bn.bias.detach().double())
-    return fused.requires_grad_(False)
+    return cast(nn.Conv2d, fused.requires_grad_(False))
 
 
 class _FusedStages(nn.Module):
@@ -92,7 +92,7 @@ class _FusedStages(nn.Module):
         return torch.relu(self.stem(x))
 
     def _stage1(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layer1(self.maxpool(x))
+        return cast(torch.Tensor, self.layer1(self.maxpool(x)))
 
     def stages(self) -> list[Callable[[torch.Tensor], torch.Tensor]]:
         return [self._stem, self._stage1, self.layer2, self.layer3, self.layer4]
@@ -136,7 +136,7 @@ class ResNet50Features(nn.Module):
         self.__dict__["_fuse"] = True
         self.__dict__["_channels_last"] = None
         self.__dict__["_fused"] = None  # (stages, version key)
-        self.register_load_state_dict_post_hook(_drop_fused_after_load)
+        self.register_load_state_dict_post_hook(_drop_fused_after_load)  # type: ignore[no-untyped-call]
         self.train(False)
 
     def train(self, mode: bool = True) -> ResNet50Features:
@@ -171,7 +171,7 @@ class ResNet50Features(nn.Module):
         return self
 
     def _apply(self, fn: Callable[..., Any], recurse: bool = True) -> ResNet50Features:
-        super()._apply(fn, recurse)
+        super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
         # Refold from the converted originals (a .double() must fold in float64 again,
         # not widen float32-rounded folded weights).
         return self._drop_fused()
@@ -201,7 +201,7 @@ class ResNet50Features(nn.Module):
             if channels_last is None:
                 channels_last = device.type == "cpu"
             self.__dict__["_fused"] = cached = (_FusedStages(self, channels_last), key)
-        return cached[0]
+        return cast(ResNet50Features | _FusedStages, cached[0])
 
     def prepare(self) -> None:
         """Build (or refresh) the fused copy now, outside any compiled region."""
@@ -209,10 +209,10 @@ class ResNet50Features(nn.Module):
 
     # --------------------------------------------------------------- reference path
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.bn1(self.conv1(x)))
+        return cast(torch.Tensor, self.relu(self.bn1(self.conv1(x))))
 
     def _stage1(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layer1(self.maxpool(x))
+        return cast(torch.Tensor, self.layer1(self.maxpool(x)))
 
     def stages(self) -> list[Callable[[torch.Tensor], torch.Tensor]]:
         """The five stages of the official modules; each maps one level to the next."""

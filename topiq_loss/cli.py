@@ -256,7 +256,7 @@ def demo(weights: str | None, size: int, device: str) -> None:
         from skimage import data
     except ImportError as exc:
         raise RuntimeError("the demo needs scikit-image: pip install 'topiq-loss[examples]'") from exc
-    photo = torch.from_numpy(data.astronaut()).permute(2, 0, 1).float().div(255)
+    photo = torch.from_numpy(data.astronaut()).permute(2, 0, 1).float().div(255)  # type: ignore[no-untyped-call]
     top = (photo.shape[1] - size) // 2
     ref = photo[None, :, top : top + size, top : top + size].contiguous()
     loss_fn = TOPIQLoss(weights=weights).to(device)

@@ -129,7 +129,7 @@ class FrozenNetworkLoss(nn.Module):
         return self._net if self.keep_in_state_dict else self.__dict__["_frozen"][0]
 
     def _apply(self, fn: Callable[..., Any], recurse: bool = True) -> FrozenNetworkLoss:
-        super()._apply(fn, recurse)
+        super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
         if not self.keep_in_state_dict and recurse:
             self.__dict__["_frozen"][0]._apply(fn, recurse)
         return self

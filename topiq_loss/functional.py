@@ -48,7 +48,7 @@ def _to_unit_rgb(x: torch.Tensor, net: CFANetFR, low: float, high: float) -> tor
 # Checks and input conversion run eagerly even inside torch.compile: the NaN scan
 # needs a host sync, and the fused backbone is (re)built here, outside any graph,
 # so that a compiled network is one graph with no break inside.
-@torch.compiler.disable
+@_checks.eager
 def prepare_pair(
     pred: torch.Tensor,
     target: torch.Tensor,
@@ -67,7 +67,7 @@ def prepare_pair(
     return _to_unit_rgb(pred, net, low, high), _to_unit_rgb(target, net, low, high)
 
 
-@torch.compiler.disable
+@_checks.eager
 def prepare_pred(
     pred: torch.Tensor,
     target_shape: tuple[int, ...],

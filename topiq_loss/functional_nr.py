@@ -28,7 +28,7 @@ def resize_short_side(x: torch.Tensor, short: int) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
-@torch.compiler.disable
+@_checks.eager
 def prepare_image(
     img: torch.Tensor,
     net: CFANetNR,

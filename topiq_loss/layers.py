@@ -7,6 +7,8 @@ the computation uses batch-first tokens and ``F.scaled_dot_product_attention``.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -63,7 +65,7 @@ class Attention(nn.Module):
             )
         out = F.scaled_dot_product_attention(self._heads(q), self._heads(k), self._heads(v))
         n, _, length, _ = out.shape
-        return self.out_proj(out.transpose(1, 2).reshape(n, length, dim))
+        return cast(torch.Tensor, self.out_proj(out.transpose(1, 2).reshape(n, length, dim)))
 
 
 class _FeedForward(nn.Module):
@@ -78,7 +80,7 @@ class _FeedForward(nn.Module):
             nn.init.zeros_(lin.bias)
 
     def _mlp(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear2(F.gelu(self.linear1(x)))
+        return cast(torch.Tensor, self.linear2(F.gelu(self.linear1(x))))
 
 
 class SelfAttentionLayer(_FeedForward):
@@ -117,7 +119,7 @@ class CrossAttentionLayer(_FeedForward):
 
     def forward(self, query: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
         x = query + self.multihead_attn(self.norm1(query), self.norm2(memory))
-        return x + self._mlp(self.norm3(x))
+        return cast(torch.Tensor, x + self._mlp(self.norm3(x)))
 
 
 class LayerStack(nn.Module):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import cast
 
 import torch
 
@@ -144,7 +145,7 @@ class TOPIQLoss(FrozenNetworkLoss):
     @property
     def net(self) -> CFANetFR:
         """The frozen :class:`CFANetFR`."""
-        return super().net
+        return cast(CFANetFR, super().net)
 
     def extra_repr(self) -> str:
         return (
@@ -243,7 +244,7 @@ class TOPIQTarget:
         )
 
     def __call__(self, pred: torch.Tensor) -> torch.Tensor:
-        return self.loss(pred, self.target)
+        return cast(torch.Tensor, self.loss(pred, self.target))
 
     def score(self, pred: torch.Tensor) -> torch.Tensor:
         """(N,) quality of ``pred`` against the fixed target, higher is better."""

@@ -134,7 +134,7 @@ class TOPIQNRLoss(FrozenNetworkLoss):
     @property
     def net(self) -> CFANetNR:
         """The frozen :class:`CFANetNR`."""
-        return super().net
+        return cast(CFANetNR, super().net)
 
     def extra_repr(self) -> str:
         return (

@@ -129,8 +129,8 @@ class CFANetTrunk(nn.Module):
         device = x.device.type
         if not amp_backbone and torch.is_autocast_enabled(device):
             with torch.autocast(device, enabled=False):
-                return self.semantic_model(self.normalize(x.to(self.mean.dtype)), checkpoint=checkpoint)
-        return self.semantic_model(self.normalize(x), checkpoint=checkpoint)
+                return cast(list[torch.Tensor], self.semantic_model(self.normalize(x.to(self.mean.dtype)), checkpoint=checkpoint))
+        return cast(list[torch.Tensor], self.semantic_model(self.normalize(x), checkpoint=checkpoint))
 
     def attend(
         self, reduced: list[torch.Tensor], gates: list[torch.Tensor], need_maps: bool = False
@@ -180,7 +180,7 @@ def map_levels(
     if first.device.type == "cpu" and not torch.compiler.is_compiling() and n * per_sample > CPU_CHUNK_BYTES:
         chunk = max(1, CPU_CHUNK_BYTES // per_sample)
     outs = []
-    for parts in zip(*(x.split(chunk) for x in images), strict=True):
+    for parts in zip(*(x.split(chunk) for x in images), strict=True):  # type: ignore[no-untyped-call]
         if use_cp:
             outs.append(cp.checkpoint(fn, *parts, *modules, size, use_reentrant=False))
         else:
