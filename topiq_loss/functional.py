@@ -9,6 +9,7 @@ import torch
 
 from . import _checks
 from .cfanet import CFANetFeatures, CFANetFR
+from .trunk import CFANetTrunk
 
 __all__ = [
     "prepare_pair",
@@ -37,7 +38,8 @@ class TargetFeatures:
     shape: tuple[int, int, int, int]
 
 
-def _to_unit_rgb(x: torch.Tensor, net: CFANetFR, low: float, high: float) -> torch.Tensor:
+def to_unit_rgb(x: torch.Tensor, net: CFANetTrunk, low: float, high: float) -> torch.Tensor:
+    """Grey repeated to RGB, ``(low, high)`` mapped to [0, 1], the network's dtype."""
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
     if (low, high) != (0.0, 1.0):
@@ -64,7 +66,7 @@ def prepare_pair(
     low, high = _checks.check_input_range(input_range)
     pred, target = _checks.check_pair(pred, target, device=net.h_emb.device, input_range=(low, high), owner=net)
     net.semantic_model.prepare()
-    return _to_unit_rgb(pred, net, low, high), _to_unit_rgb(target, net, low, high)
+    return to_unit_rgb(pred, net, low, high), to_unit_rgb(target, net, low, high)
 
 
 @_checks.eager
@@ -88,7 +90,7 @@ def prepare_pred(
             f"size when the target's batch is 1); got {tuple(pred.shape)}"
         )
     net.semantic_model.prepare()
-    return _to_unit_rgb(pred, net, low, high)
+    return to_unit_rgb(pred, net, low, high)
 
 
 def reduce_loss(values: torch.Tensor, reduction: Reduction) -> torch.Tensor:
@@ -194,6 +196,6 @@ def topiq_fr_target_features(
     target = _checks.check_image(target, "target", device=net.h_emb.device, input_range=(low, high), owner=net)
     net.semantic_model.prepare()
     with torch.no_grad():
-        feats = net.backbone_features(_to_unit_rgb(target, net, low, high), amp_backbone=amp_backbone)
+        feats = net.backbone_features(to_unit_rgb(target, net, low, high), amp_backbone=amp_backbone)
     n, c, h, w = target.shape
     return TargetFeatures(features=tuple(feats), shape=(n, c, h, w))

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from . import _checks
 from .cfanet_nr import CFANetNR
-from .functional import Reduction, reduce_loss
+from .functional import Reduction, reduce_loss, to_unit_rgb
 from .trunk import CFANetFeatures
 
 __all__ = ["prepare_image", "resize_short_side", "topiq_nr", "topiq_nr_features", "topiq_nr_loss"]
@@ -42,10 +42,7 @@ def prepare_image(
     if resize is not None and (isinstance(resize, bool) or not isinstance(resize, int) or resize < 32):
         raise ValueError(f"`resize` must be None or an int >= 32 (short side in pixels); got {resize!r}")
     net.semantic_model.prepare()
-    x = img.expand(-1, 3, -1, -1) if img.shape[1] == 1 else img
-    if (low, high) != (0.0, 1.0):
-        x = (x - low) / (high - low)
-    x = x.to(net.h_emb.dtype)
+    x = to_unit_rgb(img, net, low, high)
     return resize_short_side(x, resize) if resize is not None else x
 
 
