@@ -64,8 +64,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
             terms = {"consistency": pixel_loss(downscale(sr, scale), lr, "l1")}
             total = terms["consistency"]
             if weight > 0:
-                worst, best = nr.score_range
-                terms["NR"] = ((best - nr.score(sr)) / (best - worst)).mean()
+                terms["NR"] = nr.loss_values(sr).mean()
                 total = total + weight * terms["NR"]
             terms["total"] = total
             return terms

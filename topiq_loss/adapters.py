@@ -140,9 +140,9 @@ class _MixedLoss(nn.Module):
             terms["topiq"] = 1.0 - self.topiq.score(pred, target)
             total = total + self.topiq_weight * terms["topiq"]
         if self.nr is not None and self.nr_weight > 0:
-            # (best - score) / (best - worst): 0 is best, whatever the NR entry's range.
-            worst, best = self.nr.score_range
-            terms["nr"] = (best - self.nr.score(pred)) / (best - worst)
+            # 0 is best, whatever the NR entry's range; the NR loss's own weight and
+            # reduction are not used.
+            terms["nr"] = self.nr.loss_values(pred)
             total = total + self.nr_weight * terms["nr"]
         terms = {k: reduce_loss(v, self.reduction) for k, v in terms.items()}
         terms["total"] = reduce_loss(total, self.reduction)

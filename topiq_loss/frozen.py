@@ -139,7 +139,5 @@ class FrozenNetworkLoss(nn.Module):
         return super().train(False)
 
     def _ensemble(self, score: Callable[..., torch.Tensor], *images: torch.Tensor) -> torch.Tensor:
-        """``score(*images)``, or its mean over random transforms when ``robust``."""
-        if not self.robust:
-            return score(*images)
+        """The mean of ``score(*images)`` over this loss's random transforms (robust mode)."""
         return ensemble_score(score, images, self.robust_samples, self.robust_transforms, self.generator)

@@ -10,7 +10,7 @@ from .cfanet_nr import CFANetNR
 from .functional import Reduction, reduce_loss, to_unit_rgb
 from .trunk import CFANetFeatures
 
-__all__ = ["prepare_image", "resize_short_side", "topiq_nr", "topiq_nr_features", "topiq_nr_loss"]
+__all__ = ["prepare_image", "resize_short_side", "score_to_loss", "topiq_nr", "topiq_nr_features", "topiq_nr_loss"]
 
 
 def resize_short_side(x: torch.Tensor, short: int) -> torch.Tensor:
@@ -84,6 +84,13 @@ def topiq_nr_features(
     return net.forward_features(prepare_image(img, net, input_range, resize), need_maps=True)
 
 
+def score_to_loss(score: torch.Tensor, score_range: tuple[float, float]) -> torch.Tensor:
+    """``(best - score) / (best - worst)`` with ``score_range = (worst, best)``: 0 at the
+    best score, 1 at the worst, for every entry's range. Shape: (N,) -> (N,)."""
+    worst, best = score_range
+    return (best - score) / (best - worst)
+
+
 def topiq_nr_loss(
     img: torch.Tensor,
     *,
@@ -107,8 +114,8 @@ def topiq_nr_loss(
     """
     weight = _checks.check_loss_weight(loss_weight)
     _checks.check_reduction(reduction)
-    worst, best = _checks.check_input_range(score_range, name="score_range")
+    score_range = _checks.check_input_range(score_range, name="score_range")
     score = topiq_nr(
         img, net=net, input_range=input_range, resize=resize, checkpoint=checkpoint, amp_backbone=amp_backbone
     )
-    return weight * reduce_loss((best - score) / (best - worst), reduction)
+    return weight * reduce_loss(score_to_loss(score, score_range), reduction)

@@ -16,7 +16,6 @@ from .functional import (
     reduce_loss,
     topiq_fr,
     topiq_fr_features,
-    topiq_fr_loss,
     topiq_fr_target_features,
 )
 from .maps import QualityMaps, quality_maps
@@ -161,18 +160,7 @@ class TOPIQLoss(FrozenNetworkLoss):
         Gradients flow to ``pred`` (and to ``target`` if it requires grad). With
         ``robust=True`` the score is the random-transformation ensemble's.
         """
-        if self.robust:
-            return self.loss_weight * reduce_loss(1.0 - self.score(pred, target), self.reduction)
-        return topiq_fr_loss(
-            pred,
-            target,
-            net=self.net,
-            reduction=self.reduction,
-            loss_weight=self.loss_weight,
-            input_range=self.input_range,
-            checkpoint=self.checkpoint,
-            amp_backbone=self.amp_backbone,
-        )
+        return self.loss_weight * reduce_loss(1.0 - self.score(pred, target), self.reduction)
 
     def score(self, pred: torch.Tensor, target: torch.Tensor | TargetFeatures) -> torch.Tensor:
         """(N,) TOPIQ-FR quality of ``pred`` against ``target``, higher is better.

@@ -11,7 +11,7 @@ from . import _checks
 from .cfanet_nr import CFANetNR
 from .frozen import FrozenNetworkLoss, load_network
 from .functional import Reduction, reduce_loss
-from .functional_nr import topiq_nr, topiq_nr_features, topiq_nr_loss
+from .functional_nr import score_to_loss, topiq_nr, topiq_nr_features
 from .maps import QualityMaps, maps_from_features
 from .robust import RandomTransforms
 from .trunk import CFANetFeatures
@@ -146,20 +146,11 @@ class TOPIQNRLoss(FrozenNetworkLoss):
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         """Loss of ``img`` (N, C, H, W); 0 is best. Gradients flow to ``img``."""
-        if self.robust:
-            worst, best = self.score_range
-            return self.loss_weight * reduce_loss((best - self.score(img)) / (best - worst), self.reduction)
-        return topiq_nr_loss(
-            img,
-            net=self.net,
-            score_range=self.score_range,
-            reduction=self.reduction,
-            loss_weight=self.loss_weight,
-            input_range=self.input_range,
-            resize=self.resize,
-            checkpoint=self.checkpoint,
-            amp_backbone=self.amp_backbone,
-        )
+        return self.loss_weight * reduce_loss(self.loss_values(img), self.reduction)
+
+    def loss_values(self, img: torch.Tensor) -> torch.Tensor:
+        """(N,) unweighted, unreduced loss ``(best - score) / (best - worst)`` of ``img``."""
+        return score_to_loss(self.score(img), self.score_range)
 
     def score(self, img: torch.Tensor) -> torch.Tensor:
         """(N,) raw score of ``img``, higher is better (within ``score_range``, about);
