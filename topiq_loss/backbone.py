@@ -60,7 +60,27 @@ def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     return cast(nn.Conv2d, fused.requires_grad_(False))
 
 
-class _FusedStages(nn.Module):
+class _Stages(nn.Module):
+    """The five stages of a ResNet50 (stem, then layer1 .. layer4) over its modules."""
+
+    maxpool: nn.Module
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _stage1(self, x: torch.Tensor) -> torch.Tensor:
+        return cast(torch.Tensor, self.layer1(self.maxpool(x)))
+
+    def stages(self) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+        """The five stages in order; each maps one level to the next."""
+        return [self._stem, self._stage1, self.layer2, self.layer3, self.layer4]
+
+
+class _FusedStages(_Stages):
     """The five stages of a ResNet50 with BatchNorm folded away (inference only)."""
 
     def __init__(self, src: ResNet50Features, channels_last: bool) -> None:
@@ -77,8 +97,9 @@ class _FusedStages(nn.Module):
                 for conv_name, bn_name in _BLOCK_PAIRS:
                     new._modules[conv_name] = fold_batchnorm(getattr(block, conv_name), getattr(block, bn_name))
                     new._modules[bn_name] = nn.Identity()
-                if block.downsample is not None:
-                    new._modules["downsample"] = fold_batchnorm(block.downsample[0], block.downsample[1])
+                down = cast("nn.Sequential | None", block.downsample)
+                if down is not None:
+                    new._modules["downsample"] = fold_batchnorm(cast(nn.Conv2d, down[0]), cast(nn.BatchNorm2d, down[1]))
                 blocks.append(new)
             layers.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3, self.layer4 = layers
@@ -91,18 +112,12 @@ class _FusedStages(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         return torch.relu(self.stem(x))
 
-    def _stage1(self, x: torch.Tensor) -> torch.Tensor:
-        return cast(torch.Tensor, self.layer1(self.maxpool(x)))
-
-    def stages(self) -> list[Callable[[torch.Tensor], torch.Tensor]]:
-        return [self._stem, self._stage1, self.layer2, self.layer3, self.layer4]
-
 
 def _drop_fused_after_load(module: ResNet50Features, incompatible_keys: object) -> None:
     module._drop_fused()
 
 
-class ResNet50Features(nn.Module):
+class ResNet50Features(_Stages):
     """torchvision's ResNet50 without its pooling and classifier, returning 5 levels.
 
     Parameter names match the ``semantic_model.*`` keys of the official CFANet
@@ -210,13 +225,6 @@ class ResNet50Features(nn.Module):
     # --------------------------------------------------------------- reference path
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         return cast(torch.Tensor, self.relu(self.bn1(self.conv1(x))))
-
-    def _stage1(self, x: torch.Tensor) -> torch.Tensor:
-        return cast(torch.Tensor, self.layer1(self.maxpool(x)))
-
-    def stages(self) -> list[Callable[[torch.Tensor], torch.Tensor]]:
-        """The five stages of the official modules; each maps one level to the next."""
-        return [self._stem, self._stage1, self.layer2, self.layer3, self.layer4]
 
     def forward(self, x: torch.Tensor, checkpoint: bool = False) -> list[torch.Tensor]:
         """Features of ``x`` at five levels.

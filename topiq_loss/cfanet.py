@@ -7,7 +7,7 @@ import torch.nn as nn
 
 from .backbone import FEATURE_CHANNELS
 from .layers import gate_net, gated_local_pool
-from .trunk import IMAGENET_MEAN, IMAGENET_STD, CFANetFeatures, CFANetTrunk, map_levels
+from .trunk import IMAGENET_MEAN, IMAGENET_STD, CFANetFeatures, CFANetTrunk
 
 __all__ = ["CFANetFR", "CFANetFeatures", "IMAGENET_MEAN", "IMAGENET_STD"]
 
@@ -105,16 +105,9 @@ class CFANetFR(CFANetTrunk):
         """
         if feats_r[0].shape[0] != feats_d[0].shape[0]:
             feats_r = [f.expand(feats_d[0].shape[0], -1, -1, -1) for f in feats_r]
-        size = (feats_d[-1].shape[-2], feats_d[-1].shape[-1])
         # With checkpointing, GLP's full-resolution gate activations are recomputed
         # in backward too: they hold about as much memory as the backbone's.
-        use_cp = checkpoint and (feats_d[0].requires_grad or feats_r[0].requires_grad)
-        reduced, gates = [], []
-        for i in range(len(feats_d)):
-            modules = (self.weight_pool[i], self.dim_reduce[i])
-            r, g = map_levels(_glp_reduce, (feats_d[i], feats_r[i]), modules, size, use_cp)
-            reduced.append(r)
-            gates.append(g)
+        reduced, gates = self.pool_levels(_glp_reduce, list(zip(feats_d, feats_r, strict=True)), checkpoint)
         return self.attend(reduced, gates, need_maps)
 
     def forward(

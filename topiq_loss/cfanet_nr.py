@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .backbone import FEATURE_CHANNELS
 from .layers import gate_net
-from .trunk import CFANetFeatures, CFANetTrunk, map_levels
+from .trunk import CFANetFeatures, CFANetTrunk
 
 __all__ = ["CFANetNR", "GatedConv"]
 
@@ -81,13 +81,7 @@ class CFANetNR(CFANetTrunk):
         self, feats: list[torch.Tensor], checkpoint: bool = False, need_maps: bool = False
     ) -> CFANetFeatures:
         """Everything after the backbone, from its 5 levels (see :meth:`backbone_features`)."""
-        size = (feats[-1].shape[-2], feats[-1].shape[-1])
-        use_cp = checkpoint and feats[0].requires_grad
-        reduced, gates = [], []
-        for i, f in enumerate(feats):
-            r, g = map_levels(_gated_reduce, (f,), (self.weight_pool[i], self.dim_reduce[i]), size, use_cp)
-            reduced.append(r)
-            gates.append(g)
+        reduced, gates = self.pool_levels(_gated_reduce, [(f,) for f in feats], checkpoint)
         return self.attend(reduced, gates, need_maps)
 
     def forward_features(

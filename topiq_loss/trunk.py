@@ -65,6 +65,8 @@ class CFANetTrunk(nn.Module):
 
     mean: torch.Tensor
     std: torch.Tensor
+    #: One front module per level, set by the subclass (``CFANetFR``, ``CFANetNR``).
+    weight_pool: nn.ModuleList
 
     def __init__(
         self, reduce_channels: Sequence[int], dim: int = 256, num_heads: int = 4, num_class: int = 1
@@ -131,6 +133,25 @@ class CFANetTrunk(nn.Module):
             with torch.autocast(device, enabled=False):
                 return cast(list[torch.Tensor], self.semantic_model(self.normalize(x.to(self.mean.dtype)), checkpoint=checkpoint))
         return cast(list[torch.Tensor], self.semantic_model(self.normalize(x), checkpoint=checkpoint))
+
+    def pool_levels(
+        self,
+        fn: Callable[..., tuple[torch.Tensor, torch.Tensor]],
+        levels: Sequence[Sequence[torch.Tensor]],
+        checkpoint: bool,
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The front of every level: ``fn(*images, weight_pool[i], dim_reduce[i], size)``
+        on ``levels[i]`` (stem .. layer4), the layer4 grid as ``size``; see
+        :func:`map_levels`. Returns the reduced maps and the gates."""
+        size = (levels[-1][0].shape[-2], levels[-1][0].shape[-1])
+        use_cp = checkpoint and any(x.requires_grad for x in levels[0])
+        reduced, gates = [], []
+        for i, images in enumerate(levels):
+            modules = (self.weight_pool[i], self.dim_reduce[i])
+            r, g = map_levels(fn, images, modules, size, use_cp)
+            reduced.append(r)
+            gates.append(g)
+        return reduced, gates
 
     def attend(
         self, reduced: list[torch.Tensor], gates: list[torch.Tensor], need_maps: bool = False
