@@ -129,8 +129,8 @@ def test_cached_file_hashed_once_per_process(server, tmp_path, monkeypatch):
     entry = entry_for(name, server.url(name))
     download_weights(entry, cache_dir=tmp_path, progress=False)
     calls = []
-    real = hub._sha256
-    monkeypatch.setattr(hub, "_sha256", lambda p: calls.append(p) or real(p))
+    real = hub.sha256_file
+    monkeypatch.setattr(hub, "sha256_file", lambda p: calls.append(p) or real(p))
     hub._verified.clear()
     for _ in range(3):
         download_weights(entry, cache_dir=tmp_path, progress=False)

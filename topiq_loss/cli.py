@@ -181,20 +181,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _weights_command(args: argparse.Namespace) -> int:
-    from pathlib import Path as _Path
-
-    from .hub import _digest_problem, default_cache_dir, download_weights
-    from .integrity import expected_digest, read_record, sha256_file
+    from .hub import _digest_problem, _expected, default_cache_dir, download_weights
+    from .integrity import sha256_file
 
     entries = {**WEIGHTS, **NR_WEIGHTS}
-    folder = _Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    folder = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     if args.action == "list":
         print(f"{'name':<7}{'kind':<6}{'file':<40}{'cached':<8}check")
         for name, e in entries.items():
             kind = "FR" if name in WEIGHTS else "NR"
             path = folder / e.filename
-            full, source = expected_digest(e)
-            record = read_record(path) if path.is_file() else None
+            full, source, record = _expected(e, path)
             check = f"pinned ({source})" if full else "recorded digest" if record else "name prefix only"
             print(f"{name:<7}{kind:<6}{e.filename:<40}{'yes' if path.is_file() else 'no':<8}{check}")
         print(f"cache: {folder}")
@@ -213,7 +210,7 @@ def _weights_command(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise ValueError(f"{args.name!r} is not cached at {path}: `topiq-loss weights fetch {args.name}`")
     else:
-        path = _Path(args.name)
+        path = Path(args.name)
         if not path.is_file():
             raise ValueError(f"no such file: {path}")
         entry = next((e for e in entries.values() if e.filename == path.name), None)

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from . import _checks
-from .hub import load_state_dict_checked, resolve_weights
+from .hub import checkpoint_layout, load_state_dict_checked, resolve_weights
 from .robust import RandomTransforms, ensemble_score, private_generator
 from .trunk import CFANetTrunk
 from .weights import WeightsEntry
@@ -38,8 +38,6 @@ def load_network(
     tensors describe (``layout_builds``, by :func:`~topiq_loss.hub.checkpoint_layout`);
     ``None`` builds ``default_build`` with random weights (tests only; warns).
     """
-    from .hub import checkpoint_layout
-
     state, source, entry = resolve_weights(weights, cache_dir=cache_dir, progress=progress, registry=registry)
     if entry is not None:
         build = entry.build

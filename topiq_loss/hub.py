@@ -78,10 +78,6 @@ def default_cache_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def _sha256(path: Path) -> str:
-    return sha256_file(path)
-
-
 def _stat_key(path: Path) -> tuple[int, int]:
     st = path.stat()
     return st.st_size, st.st_mtime_ns
@@ -94,13 +90,21 @@ def _way_out(dest: Path) -> str:
     )
 
 
-def _digest_problem(digest: str, entry: WeightsEntry, dest: Path) -> str | None:
-    """Why ``digest`` is not acceptable for ``entry`` (None if it is)."""
+def _expected(entry: WeightsEntry, dest: Path) -> tuple[str | None, str, str | None]:
+    """The pinned digest and its source (None, "" if unpinned), and the recorded digest."""
     try:
         full, source = expected_digest(entry)
-        record = read_record(dest)
+        return full, source, read_record(dest)
     except IntegrityError as exc:
         raise WeightsError(str(exc)) from None
+
+
+def _digest_problem(
+    digest: str, entry: WeightsEntry, dest: Path, expected: tuple[str | None, str, str | None] | None = None
+) -> str | None:
+    """Why ``digest`` is not acceptable for ``entry`` (None if it is); ``expected`` as
+    :func:`_expected` returns it, read here when not given."""
+    full, source, record = expected if expected is not None else _expected(entry, dest)
     if full is not None:
         return None if digest == full else f"sha256 {digest} differs from the one pinned in {source} ({full})"
     if not digest.startswith(entry.sha256_prefix):
@@ -119,7 +123,7 @@ def _cached_file_ok(path: Path, entry: WeightsEntry) -> bool:
         return False
     if _verified.get(str(path)) == _stat_key(path):
         return True
-    problem = _digest_problem(_sha256(path), entry, path)
+    problem = _digest_problem(sha256_file(path), entry, path)
     if problem is None:
         _verified[str(path)] = _stat_key(path)
         return True
@@ -190,12 +194,13 @@ def _fetch(url: str, dest: Path, entry: WeightsEntry, progress: bool) -> None:
                 out.flush()
                 os.fsync(out.fileno())
         digest = h.hexdigest()
-        problem = _digest_problem(digest, entry, dest)
+        expected = _expected(entry, dest)  # read once: the pins file and the record
+        problem = _digest_problem(digest, entry, dest, expected)
         if problem is not None:
             raise WeightsError(problem)
         os.replace(tmp, dest)
         _verified[str(dest)] = _stat_key(dest)
-        full, _ = expected_digest(entry)
+        full = expected[0]
         if _is_official(url, entry):
             write_record(dest, digest)  # later loads check the full digest
         elif full is None and entry.filename not in _prefix_warned:
@@ -283,7 +288,7 @@ def download_weights(
     if isinstance(name, WeightsEntry):
         entry = name
     else:
-        entry = WEIGHTS[name] if name in WEIGHTS else get_weights_entry(name, NR_WEIGHTS)
+        entry = get_weights_entry(name, {**WEIGHTS, **NR_WEIGHTS})
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     dest = folder / entry.filename
     if folder.is_dir() and _cached_file_ok(dest, entry):
