@@ -119,9 +119,12 @@ def test_with_target_functional_form_and_input_range(net):
     feats = topiq_fr_target_features(target * 2 - 1, net=net, input_range=(-1, 1))
     assert all(not f.requires_grad for f in feats.features)
     with torch.no_grad():
-        a = topiq_fr_loss(dist * 2 - 1, feats, net=net, input_range=(-1, 1), reduction="none")
+        a = topiq_fr_loss(dist * 2 - 1, feats, net=net, input_range=(-1, 1), reduction="none", objective="score")
         b = 1 - topiq_fr(dist, target, net=net)
+        c = topiq_fr_loss(dist * 2 - 1, feats, net=net, input_range=(-1, 1), reduction="none")
+        d = topiq_fr_loss(dist, target, net=net, reduction="none")
     assert torch.allclose(a, b, atol=1e-6)
+    assert torch.allclose(c, d, atol=1e-6)
 
 
 def test_with_target_refuses_mismatched_predictions(loss_fn):

@@ -7,6 +7,7 @@ import torch
 from conftest import distort, smooth_images
 
 from topiq_loss import CFANetFR, TOPIQLoss, topiq_fr, topiq_fr_loss
+from topiq_loss.objectives import anchored_penalty
 
 
 @pytest.fixture(scope="module")
@@ -15,11 +16,11 @@ def pair():
     return distort(ref, seed=12), ref
 
 
-def test_loss_is_one_minus_score(loss_fn, pair):
+def test_score_objective_is_one_minus_score(loss_fn, pair):
     dist, ref = pair
     with torch.no_grad():
         score = loss_fn.score(dist, ref)
-        loss = TOPIQLoss(net=loss_fn.net, reduction="none")(dist, ref)
+        loss = TOPIQLoss(net=loss_fn.net, reduction="none", objective="score")(dist, ref)
     assert score.shape == (3,)
     assert torch.allclose(loss, 1 - score)
 
@@ -31,7 +32,8 @@ def test_reductions_and_module_equals_functional(net, pair, reduction):
     with torch.no_grad():
         a = mod(dist, ref)
         b = topiq_fr_loss(dist, ref, net=net, reduction=reduction, loss_weight=0.5)
-        per = 0.5 * (1 - topiq_fr(dist, ref, net=net))
+        # anchored: the penalty of the target's own score minus the prediction's
+        per = 0.5 * anchored_penalty(topiq_fr(ref, ref, net=net) - topiq_fr(dist, ref, net=net))
     want = {"mean": per.mean(), "sum": per.sum(), "none": per}[reduction]
     assert a.shape == want.shape
     assert torch.allclose(a, b) and torch.allclose(a, want, atol=1e-6)

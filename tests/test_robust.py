@@ -120,7 +120,7 @@ def test_bad_options_and_inputs_are_named(net):
 
 def test_adapters_inherit_the_robust_score(net):
     dist, target = _pair(n=2, h=64, w=64, seed=13)
-    robust = TOPIQLoss(net=net, robust=True, generator=_gen(3))
+    robust = TOPIQLoss(net=net, robust=True, generator=_gen(3), objective="score")
     sr = SRLoss(scale=2, topiq=robust, reduction="none")
     with torch.no_grad():
         got = sr.terms(dist, target)["topiq"]

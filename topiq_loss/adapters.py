@@ -19,6 +19,7 @@ from . import _checks
 from .functional import Reduction, reduce_loss
 from .loss import TOPIQLoss
 from .loss_nr import TOPIQNRLoss
+from .objectives import Objective, check_objective
 from .weights import DEFAULT_NR_WEIGHTS
 
 __all__ = [
@@ -71,7 +72,7 @@ def pixel_loss(
     return reduce_loss(err.flatten(1).mean(dim=1), reduction)
 
 
-def _topiq_from(topiq: TOPIQLoss | None, topiq_kwargs: dict[str, Any]) -> TOPIQLoss:
+def _topiq_from(topiq: TOPIQLoss | None, topiq_kwargs: dict[str, Any], objective: Objective | None) -> TOPIQLoss:
     for key in ("loss_weight", "reduction"):
         if key in topiq_kwargs:
             raise ValueError(
@@ -79,24 +80,33 @@ def _topiq_from(topiq: TOPIQLoss | None, topiq_kwargs: dict[str, Any]) -> TOPIQL
                 f"with `topiq_weight` and reduces with its own `reduction`"
             )
     if topiq is None:
-        return TOPIQLoss(reduction="none", **topiq_kwargs)
+        return TOPIQLoss(reduction="none", objective=objective or "anchored", **topiq_kwargs)
     if not isinstance(topiq, TOPIQLoss):
         raise TypeError(f"`topiq` must be a TOPIQLoss; got {type(topiq).__name__}")
     if topiq_kwargs:
         raise ValueError(
             f"give either `topiq` or TOPIQLoss options, not both; got topiq and {sorted(topiq_kwargs)}"
         )
+    if objective is not None and objective != topiq.objective:
+        raise ValueError(
+            f"`objective={objective!r}` differs from the given TOPIQLoss's objective "
+            f"{topiq.objective!r}: set it on the TOPIQLoss, or leave `objective` unset"
+        )
     return topiq
 
 
-def _nr_from(nr: TOPIQNRLoss | str | os.PathLike[str] | None, weight: float) -> TOPIQNRLoss | None:
+def _nr_from(
+    nr: TOPIQNRLoss | str | os.PathLike[str] | None, weight: float, objective: Objective, random: bool
+) -> TOPIQNRLoss | None:
     if isinstance(nr, TOPIQNRLoss):
         return nr
     if nr is not None and not isinstance(nr, (str, os.PathLike)):
         raise TypeError(f"`nr` must be a TOPIQNRLoss, NR weights (name or path) or None; got {type(nr).__name__}")
     if weight == 0 and nr is None:
         return None
-    return TOPIQNRLoss(weights=nr if nr is not None else DEFAULT_NR_WEIGHTS, reduction="none")
+    # Random TOPIQ weights (tests) make a random NR term too, rather than a koniq download.
+    weights = nr if nr is not None else (None if random else DEFAULT_NR_WEIGHTS)
+    return TOPIQNRLoss(weights=weights, reduction="none", objective=objective)
 
 
 class _MixedLoss(nn.Module):
@@ -113,8 +123,10 @@ class _MixedLoss(nn.Module):
         topiq_kwargs: dict[str, Any],
         nr_weight: float = 0.0,
         nr: TOPIQNRLoss | str | os.PathLike[str] | None = None,
+        objective: Objective | None = None,
     ) -> None:
         super().__init__()
+        objective = None if objective is None else check_objective(objective)
         self.pixel = None if pixel is None else _checks.check_choice(pixel, "pixel", PIXEL_KINDS)
         self.pixel_weight = _checks.check_non_negative(pixel_weight, "pixel_weight")
         self.topiq_weight = _checks.check_non_negative(topiq_weight, "topiq_weight")
@@ -126,8 +138,9 @@ class _MixedLoss(nn.Module):
             )
         self.reduction = _checks.check_reduction(reduction)
         # Submodules: they keep their networks out of state_dict()/parameters() themselves.
-        self.topiq = _topiq_from(topiq, topiq_kwargs)
-        self.nr = _nr_from(nr, self.nr_weight)
+        self.topiq = _topiq_from(topiq, topiq_kwargs, objective)
+        random = topiq_kwargs.get("weights", "") in (None, "random")
+        self.nr = _nr_from(nr, self.nr_weight, self.topiq.objective, random)
 
     def _mix(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         terms: dict[str, torch.Tensor] = {}
@@ -136,17 +149,21 @@ class _MixedLoss(nn.Module):
             terms["pixel"] = pixel_loss(pred, target, self.pixel, reduction="none")  # type: ignore[arg-type]
             total = total + self.pixel_weight * terms["pixel"]
         if self.topiq_weight > 0:
-            # 1 - score per sample; the TOPIQLoss's own loss_weight/reduction are not used.
-            terms["topiq"] = 1.0 - self.topiq.score(pred, target)
+            # Per sample, by the TOPIQLoss's objective; its own loss_weight/reduction are not used.
+            terms["topiq"] = self.topiq.loss_values(pred, target)
             total = total + self.topiq_weight * terms["topiq"]
         if self.nr is not None and self.nr_weight > 0:
-            # 0 is best, whatever the NR entry's range; the NR loss's own weight and
-            # reduction are not used.
-            terms["nr"] = self.nr.loss_values(pred)
+            # 0 is best, whatever the NR entry's range; anchored to the target unless the
+            # NR loss scores images alone. Its own weight and reduction are not used.
+            anchored = self.nr.objective == "anchored"
+            terms["nr"] = self.nr.loss_values(pred, target if anchored else None)
             total = total + self.nr_weight * terms["nr"]
         terms = {k: reduce_loss(v, self.reduction) for k, v in terms.items()}
         terms["total"] = reduce_loss(total, self.reduction)
         return terms
+
+    #: A loss: lower is better (the torchmetrics attribute frameworks check).
+    higher_is_better = False
 
     def train(self, mode: bool = True) -> _MixedLoss:
         """No-op: holds only the frozen TOPIQ network, which stays in eval mode."""
@@ -173,7 +190,13 @@ class SRLoss(_MixedLoss):
         nr_weight: weight of an optional no-reference term on ``sr`` alone
             (:class:`TOPIQNRLoss`, 0 = best), default 0 (off).
         nr: a :class:`TOPIQNRLoss` to share, or NR weights (``"koniq"``, a path) to
-            build one; with ``nr_weight > 0`` and no ``nr``, koniq is used.
+            build one; with ``nr_weight > 0`` and no ``nr``, koniq is used (random
+            weights when the TOPIQ weights are random).
+        objective: ``"anchored"`` (the default when the TOPIQ loss is built here):
+            the TOPIQ and NR terms are 0 with a zero gradient at ``sr == hr``, so with an
+            L1 pixel term ``SRLoss(...)(hr, hr)`` is 0; ``"score"``: the published
+            scores as losses (not minimised at the target). ``None`` with ``topiq=``
+            takes that loss's objective. See :func:`~topiq_loss.topiq_fr_loss`.
 
     Shape:
         - sr: (N, C, H, W) network output, C in (1, 3), values in ``input_range``.
@@ -196,11 +219,14 @@ class SRLoss(_MixedLoss):
         topiq: TOPIQLoss | None = None,
         nr_weight: float = 0.0,
         nr: TOPIQNRLoss | str | os.PathLike[str] | None = None,
+        objective: Objective | None = None,
         **topiq_kwargs: Any,
     ) -> None:
         if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
             raise ValueError(f"`scale` must be an integer >= 1; got {scale!r}")
-        super().__init__(pixel, pixel_weight, topiq_weight, reduction, topiq, topiq_kwargs, nr_weight, nr)
+        super().__init__(
+            pixel, pixel_weight, topiq_weight, reduction, topiq, topiq_kwargs, nr_weight, nr, objective
+        )
         self.scale = scale
         self.shave = _checks.check_bool(shave, "shave")
 
@@ -265,6 +291,7 @@ class DenoiseLoss(_MixedLoss):
         topiq_weight: as :class:`SRLoss`.
         reduction: as :class:`SRLoss`.
         topiq: as :class:`SRLoss`.
+        objective: as :class:`SRLoss` (anchored by default: 0 at ``clean``).
         **topiq_kwargs: TOPIQLoss options, as :class:`SRLoss`.
 
     Shape:
@@ -280,10 +307,11 @@ class DenoiseLoss(_MixedLoss):
         topiq_weight: float = 1.0,
         reduction: Reduction = "mean",
         topiq: TOPIQLoss | None = None,
+        objective: Objective | None = None,
         **topiq_kwargs: Any,
     ) -> None:
         predicts_ = _checks.check_choice(predicts, "predicts", ("clean", "residual"))
-        super().__init__(pixel, pixel_weight, topiq_weight, reduction, topiq, topiq_kwargs)
+        super().__init__(pixel, pixel_weight, topiq_weight, reduction, topiq, topiq_kwargs, objective=objective)
         self.predicts = predicts_
 
     def extra_repr(self) -> str:
@@ -382,6 +410,7 @@ class GeneratorLoss(_MixedLoss):
         topiq: as :class:`SRLoss`.
         nr_weight: as :class:`SRLoss`.
         nr: as :class:`SRLoss`.
+        objective: as :class:`SRLoss`.
         **topiq_kwargs: TOPIQLoss options, as :class:`SRLoss`. The batch reduction is
             always the mean (adversarial terms are batch means).
 
@@ -405,10 +434,11 @@ class GeneratorLoss(_MixedLoss):
         topiq: TOPIQLoss | None = None,
         nr_weight: float = 0.0,
         nr: TOPIQNRLoss | str | os.PathLike[str] | None = None,
+        objective: Objective | None = None,
         **topiq_kwargs: Any,
     ) -> None:
         adv = _checks.check_choice(adversarial, "adversarial", ADVERSARIAL_KINDS)
-        super().__init__(pixel, pixel_weight, topiq_weight, "mean", topiq, topiq_kwargs, nr_weight, nr)
+        super().__init__(pixel, pixel_weight, topiq_weight, "mean", topiq, topiq_kwargs, nr_weight, nr, objective)
         self.adversarial = adv
         self.adversarial_weight = _checks.check_non_negative(adversarial_weight, "adversarial_weight")
 

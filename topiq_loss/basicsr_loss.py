@@ -27,6 +27,7 @@ import torch.nn as nn
 from . import _checks
 from .functional import Reduction, reduce_loss
 from .loss import TOPIQLoss
+from .objectives import Objective, check_objective
 from .weights import DEFAULT_WEIGHTS
 
 __all__ = ["BasicSRTOPIQLoss", "register_basicsr"]
@@ -48,12 +49,18 @@ class BasicSRTOPIQLoss(nn.Module):
             loss alone (``pixel_opt`` and custom slots).
         robust, robust_samples: the random-transformation ensemble of
             :class:`~topiq_loss.TOPIQLoss` (``robust: true`` in the YAML).
+        objective: ``"anchored"`` (the default when the loss is built here; 0 with a
+            zero gradient at the target) or ``"score"`` (``1 - score``, the published
+            score; not minimised at the target); ``None`` with ``topiq=`` takes its objective.
 
     Shape:
         - pred, target: (N, C, H, W), C in (1, 3), H, W >= 32.
         - weight: None, or per-sample weights broadcastable to (N,) (e.g. (N, 1, 1, 1)).
           Per-pixel weights have no meaning for a whole-image score and are refused.
     """
+
+    #: A loss: lower is better.
+    higher_is_better = False
 
     def __init__(
         self,
@@ -66,8 +73,10 @@ class BasicSRTOPIQLoss(nn.Module):
         topiq: TOPIQLoss | None = None,
         robust: bool = False,
         robust_samples: int = 1,
+        objective: Objective | None = None,
     ) -> None:
         super().__init__()
+        objective = None if objective is None else check_objective(objective)
         self.loss_weight = _checks.check_loss_weight(loss_weight)
         self.reduction = _checks.check_reduction(reduction)
         self.as_perceptual = _checks.check_bool(as_perceptual, "as_perceptual")
@@ -78,6 +87,11 @@ class BasicSRTOPIQLoss(nn.Module):
                 checkpoint=checkpoint,
                 robust=robust,
                 robust_samples=robust_samples,
+                objective=objective or "anchored",
+            )
+        elif objective is not None and objective != topiq.objective:
+            raise ValueError(
+                f"`objective={objective!r}` differs from the given TOPIQLoss's objective {topiq.objective!r}"
             )
         self.topiq = topiq
 
@@ -87,7 +101,7 @@ class BasicSRTOPIQLoss(nn.Module):
     def forward(
         self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None, **kwargs: Any
     ) -> torch.Tensor | tuple[torch.Tensor, None]:
-        values = 1.0 - self.topiq.score(pred, target)
+        values = self.topiq.loss_values(pred, target)
         if weight is not None:
             if not isinstance(weight, torch.Tensor) or weight.numel() not in (1, values.numel()):
                 got = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__

@@ -110,6 +110,35 @@ class CFANetFR(CFANetTrunk):
         reduced, gates = self.pool_levels(_glp_reduce, list(zip(feats_d, feats_r, strict=True)), checkpoint)
         return self.attend(reduced, gates, need_maps)
 
+    def score_and_anchor(
+        self,
+        dist: torch.Tensor,
+        ref: torch.Tensor,
+        checkpoint: bool = False,
+        amp_backbone: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(score(dist, ref), score(ref, ref))``, the second without a graph.
+
+        The anchor reuses the reference's backbone features (no third backbone pass).
+        Both images run the backbone separately with the same batch size and the same
+        head, so where ``dist`` equals ``ref`` the two scores are computed by the same
+        arithmetic and agree exactly.
+
+        Returns:
+            two (N,) tensors; the anchor is detached.
+        """
+        feats_d = self.backbone_features(dist, checkpoint, amp_backbone)
+        if ref.requires_grad:
+            feats_r = self.backbone_features(ref, checkpoint, amp_backbone)
+        else:
+            with torch.no_grad():
+                feats_r = self.backbone_features(ref, False, amp_backbone)
+        score = self.head(feats_d, feats_r, checkpoint).score
+        with torch.no_grad():
+            fixed = [f.detach() for f in feats_r]
+            anchor = self.head(fixed, fixed).score
+        return score, anchor
+
     def forward(
         self,
         dist: torch.Tensor,

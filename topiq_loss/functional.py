@@ -9,6 +9,7 @@ import torch
 
 from . import _checks
 from .cfanet import CFANetFeatures, CFANetFR
+from .objectives import Objective, anchored_penalty, check_objective
 from .trunk import CFANetTrunk
 
 __all__ = [
@@ -32,10 +33,13 @@ class TargetFeatures:
     Attributes:
         features: the 5 backbone levels, (N, C_i, h_i, w_i), no graph attached.
         shape: the target images' shape (N, C, H, W).
+        anchor: (N,) the target scored against itself, the anchored objective's
+            reference point; no graph attached.
     """
 
     features: tuple[torch.Tensor, ...]
     shape: tuple[int, int, int, int]
+    anchor: torch.Tensor
 
 
 def to_unit_rgb(x: torch.Tensor, net: CFANetTrunk, low: float, high: float) -> torch.Tensor:
@@ -153,23 +157,48 @@ def topiq_fr_loss(
     target: torch.Tensor | TargetFeatures,
     *,
     net: CFANetFR,
+    objective: Objective = "anchored",
     reduction: Reduction = "mean",
     loss_weight: float = 1.0,
     input_range: tuple[float, float] = (0.0, 1.0),
     checkpoint: bool = False,
     amp_backbone: bool = False,
 ) -> torch.Tensor:
-    """``loss_weight * reduce(1 - score)``: lower is better, ready to minimise.
+    """The TOPIQ-FR loss of ``pred`` against ``target``: lower is better, ready to minimise.
+
+    Arguments not listed are those of :func:`topiq_fr`.
+
+    Args:
+        objective: ``"anchored"`` (default): ``rho(score(t, t) - score(p, t))`` with the
+            Charbonnier penalty :func:`~topiq_loss.objectives.anchored_penalty`, 0 with a
+            zero gradient at ``pred == target`` and rising for a deficit *or* an
+            overshoot. ``"score"``: ``1 - score(p, t)``, the published score as a loss
+            (pyiqa's ``as_loss``); it is *not* minimised at the target, and descent on
+            it walks away from the target wherever the network scores higher.
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"`` over the batch.
+        loss_weight: multiplies the loss.
 
     Returns:
         a scalar for ``"mean"``/``"sum"``, else (N,).
     """
     weight = _checks.check_loss_weight(loss_weight)
     _checks.check_reduction(reduction)
-    score = topiq_fr(
-        pred, target, net=net, input_range=input_range, checkpoint=checkpoint, amp_backbone=amp_backbone
-    )
-    return weight * reduce_loss(1.0 - score, reduction)
+    objective = check_objective(objective)
+    if objective == "score":
+        score = topiq_fr(
+            pred, target, net=net, input_range=input_range, checkpoint=checkpoint, amp_backbone=amp_backbone
+        )
+        return weight * reduce_loss(1.0 - score, reduction)
+    if isinstance(target, TargetFeatures):
+        score = topiq_fr(
+            pred, target, net=net, input_range=input_range, checkpoint=checkpoint, amp_backbone=amp_backbone
+        )
+        anchor = target.anchor
+    else:
+        p, t = prepare_pair(pred, target, net, input_range)
+        score, anchor = net.score_and_anchor(p, t, checkpoint=checkpoint, amp_backbone=amp_backbone)
+        _checks.check_score(score, "`pred` and `target`")
+    return weight * reduce_loss(anchored_penalty(anchor.to(score.dtype) - score), reduction)
 
 
 def topiq_fr_target_features(
@@ -197,5 +226,6 @@ def topiq_fr_target_features(
     net.semantic_model.prepare()
     with torch.no_grad():
         feats = net.backbone_features(to_unit_rgb(target, net, low, high), amp_backbone=amp_backbone)
+        anchor = net.head(feats, feats).score
     n, c, h, w = target.shape
-    return TargetFeatures(features=tuple(feats), shape=(n, c, h, w))
+    return TargetFeatures(features=tuple(feats), shape=(n, c, h, w), anchor=anchor)

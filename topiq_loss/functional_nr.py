@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from . import _checks
 from .cfanet_nr import CFANetNR
 from .functional import Reduction, reduce_loss, to_unit_rgb
+from .objectives import Objective, anchored_penalty, check_objective
 from .trunk import CFANetFeatures
 
 __all__ = ["prepare_image", "resize_short_side", "score_to_loss", "topiq_nr", "topiq_nr_features", "topiq_nr_loss"]
@@ -93,8 +94,10 @@ def score_to_loss(score: torch.Tensor, score_range: tuple[float, float]) -> torc
 
 def topiq_nr_loss(
     img: torch.Tensor,
+    target: torch.Tensor | None = None,
     *,
     net: CFANetNR,
+    objective: Objective = "anchored",
     score_range: tuple[float, float] = (0.0, 1.0),
     reduction: Reduction = "mean",
     loss_weight: float = 1.0,
@@ -103,19 +106,47 @@ def topiq_nr_loss(
     checkpoint: bool = False,
     amp_backbone: bool = False,
 ) -> torch.Tensor:
-    """``loss_weight * reduce((best - score) / (best - worst))``: 0 is best, ready to minimise.
+    """The no-reference TOPIQ loss of ``img``, 0 is best, ready to minimise.
+
+    Without ``target``: ``(best - score(img)) / (best - worst)``, for training without
+    ground truth. With ``target`` (``objective="anchored"``, the default):
+    ``rho((score(target) - score(img)) / (best - worst))``, the Charbonnier penalty of
+    :func:`~topiq_loss.objectives.anchored_penalty`: the restoration should look as
+    natural as its ground truth, not "better" (the way no-reference losses hack their
+    way into artifacts); 0 with a zero gradient at ``img == target``. Arguments not
+    listed are those of :func:`topiq_nr`.
 
     Args:
+        img: (N, C, H, W), C in (1, 3), H, W >= 32, values in ``input_range``.
+        target: None, or the ground truth, same shape; no gradient reaches it.
+        objective: ``"anchored"`` or ``"score"`` (which refuses a ``target``).
         score_range: (worst, best) of the model's score, e.g. (0, 1) for quality,
             (1, 10) for aesthetics.
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"`` over the batch.
+        loss_weight: multiplies the loss.
 
     Returns:
         a scalar for ``"mean"``/``"sum"``, else (N,).
     """
     weight = _checks.check_loss_weight(loss_weight)
     _checks.check_reduction(reduction)
-    score_range = _checks.check_input_range(score_range, name="score_range")
+    objective = check_objective(objective)
+    worst, best = _checks.check_input_range(score_range, name="score_range")
+    if target is not None and objective == "score":
+        raise ValueError(
+            "`target` was given with objective='score', which scores `img` alone: "
+            "use objective='anchored' to compare with the target, or drop the target"
+        )
+    if target is not None:
+        _checks.check_pair(img, target, pred_name="img", target_name="target")
     score = topiq_nr(
         img, net=net, input_range=input_range, resize=resize, checkpoint=checkpoint, amp_backbone=amp_backbone
     )
-    return weight * reduce_loss(score_to_loss(score, score_range), reduction)
+    if target is None:
+        values = score_to_loss(score, (worst, best))
+    else:
+        with torch.no_grad():
+            anchor = topiq_nr(target.detach(), net=net, input_range=input_range, resize=resize,
+                              amp_backbone=amp_backbone)
+        values = anchored_penalty((anchor.to(score.dtype) - score) / (best - worst))
+    return weight * reduce_loss(values, reduction)

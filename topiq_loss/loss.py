@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import cast
 
 import torch
@@ -16,9 +17,11 @@ from .functional import (
     reduce_loss,
     topiq_fr,
     topiq_fr_features,
+    topiq_fr_loss,
     topiq_fr_target_features,
 )
 from .maps import QualityMaps, quality_maps
+from .objectives import Objective, check_objective
 from .robust import RandomTransforms
 from .weights import DEFAULT_WEIGHTS, WEIGHTS
 
@@ -47,7 +50,13 @@ _ROBUST_TARGET = (
 
 
 class TOPIQLoss(FrozenNetworkLoss):
-    """TOPIQ-FR perceptual loss: ``loss_weight * reduce(1 - score(pred, target))``.
+    """TOPIQ-FR perceptual loss, 0 with a zero gradient at ``pred == target`` by default.
+
+    ``loss_weight * reduce(rho(score(target, target) - score(pred, target)))`` with the
+    default ``objective="anchored"`` (``rho`` a Charbonnier penalty, about ``|d|`` away
+    from 0): the prediction is asked for the target's quality, neither less nor more.
+    ``objective="score"`` gives ``loss_weight * reduce(1 - score(pred, target))``, the
+    published score as a loss, for reproduction; it is not minimised at the target.
 
     The network is frozen: it has no trainable parameters, stays in eval mode
     whatever ``.train()`` is called, and by default is left out of ``state_dict()``
@@ -57,6 +66,8 @@ class TOPIQLoss(FrozenNetworkLoss):
     Args:
         weights: ``"kadid"`` (default), ``"pipal"``, a checkpoint path, or ``None``
             (random weights, tests only; warns).
+        objective: ``"anchored"`` (default) or ``"score"``; see above and
+            :func:`~topiq_loss.topiq_fr_loss`. ``score()`` is the published score either way.
         reduction: ``"mean"`` | ``"sum"`` | ``"none"`` over the batch.
         loss_weight: multiplies the loss.
         input_range: (low, high) of pixel values: (0, 1) default, (-1, 1) for tanh
@@ -99,6 +110,9 @@ class TOPIQLoss(FrozenNetworkLoss):
         >>> loss.backward()  # doctest: +SKIP
     """
 
+    #: A loss: lower is better (the torchmetrics attribute frameworks check).
+    higher_is_better = False
+
     def __init__(
         self,
         weights: str | os.PathLike[str] | None = DEFAULT_WEIGHTS,
@@ -117,7 +131,9 @@ class TOPIQLoss(FrozenNetworkLoss):
         robust_samples: int = 1,
         robust_transforms: RandomTransforms | None = None,
         generator: torch.Generator | None = None,
+        objective: Objective = "anchored",
     ) -> None:
+        objective = check_objective(objective)
         if net is None:
             net = build_network(weights, cache_dir=cache_dir, progress=progress)
             self_weights_name = "random (tests only)" if weights is None else str(weights)
@@ -140,6 +156,7 @@ class TOPIQLoss(FrozenNetworkLoss):
             generator,
         )
         self.weights_name = self_weights_name
+        self.objective: Objective = objective
 
     @property
     def net(self) -> CFANetFR:
@@ -148,7 +165,7 @@ class TOPIQLoss(FrozenNetworkLoss):
 
     def extra_repr(self) -> str:
         return (
-            f"weights={self.weights_name!r}, reduction={self.reduction!r}, "
+            f"weights={self.weights_name!r}, objective={self.objective!r}, reduction={self.reduction!r}, "
             f"loss_weight={self.loss_weight}, input_range={self.input_range}, "
             f"checkpoint={self.checkpoint}, amp_backbone={self.amp_backbone}"
             + (f", robust=True, robust_samples={self.robust_samples}" if self.robust else "")
@@ -157,10 +174,24 @@ class TOPIQLoss(FrozenNetworkLoss):
     def forward(self, pred: torch.Tensor, target: torch.Tensor | TargetFeatures) -> torch.Tensor:
         """Loss of ``pred`` (N, C, H, W) against ``target``; lower is better.
 
-        Gradients flow to ``pred`` (and to ``target`` if it requires grad). With
-        ``robust=True`` the score is the random-transformation ensemble's.
+        Gradients flow to ``pred`` (and to ``target`` if it requires grad; the anchored
+        objective's ``score(target, target)`` is a constant). With ``robust=True`` the
+        loss is the random-transformation ensemble's.
         """
-        return self.loss_weight * reduce_loss(1.0 - self.score(pred, target), self.reduction)
+        return self.loss_weight * reduce_loss(self.loss_values(pred, target), self.reduction)
+
+    def loss_values(self, pred: torch.Tensor, target: torch.Tensor | TargetFeatures) -> torch.Tensor:
+        """(N,) unweighted, unreduced loss of ``pred`` against ``target`` for this
+        loss's ``objective``; with ``robust=True`` the mean over the random transforms,
+        each applied to both terms alike."""
+
+        def values(p: torch.Tensor, t: torch.Tensor | TargetFeatures) -> torch.Tensor:
+            return topiq_fr_loss(
+                p, t, net=self.net, objective=self.objective, reduction="none", input_range=self.input_range,
+                checkpoint=self.checkpoint, amp_backbone=self.amp_backbone,
+            )
+
+        return self._per_sample(values, pred, target)
 
     def score(self, pred: torch.Tensor, target: torch.Tensor | TargetFeatures) -> torch.Tensor:
         """(N,) TOPIQ-FR quality of ``pred`` against ``target``, higher is better.
@@ -175,12 +206,21 @@ class TOPIQLoss(FrozenNetworkLoss):
                 amp_backbone=self.amp_backbone,
             )
 
-        if self.robust:
-            if isinstance(target, TargetFeatures):
-                raise ValueError(_ROBUST_TARGET)
-            _checks.check_pair(pred, target)  # before any transform touches them
-            return self._ensemble(fr, pred, target)
-        return fr(pred, target)
+        return self._per_sample(fr, pred, target)
+
+    def _per_sample(
+        self,
+        fn: Callable[[torch.Tensor, torch.Tensor | TargetFeatures], torch.Tensor],
+        pred: torch.Tensor,
+        target: torch.Tensor | TargetFeatures,
+    ) -> torch.Tensor:
+        """``fn(pred, target)``, or with ``robust=True`` its mean over random transforms."""
+        if not self.robust:
+            return fn(pred, target)
+        if isinstance(target, TargetFeatures):
+            raise ValueError(_ROBUST_TARGET)
+        _checks.check_pair(pred, target)  # before any transform touches them
+        return self._ensemble(fn, pred, target)
 
     def with_target(self, target: torch.Tensor) -> TOPIQTarget:
         """This loss against a fixed ``target`` whose backbone features are computed once.

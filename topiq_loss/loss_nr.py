@@ -11,8 +11,9 @@ from . import _checks
 from .cfanet_nr import CFANetNR
 from .frozen import FrozenNetworkLoss, load_network
 from .functional import Reduction, reduce_loss
-from .functional_nr import score_to_loss, topiq_nr, topiq_nr_features
+from .functional_nr import topiq_nr, topiq_nr_features, topiq_nr_loss
 from .maps import QualityMaps, maps_from_features
+from .objectives import Objective, check_objective
 from .robust import RandomTransforms
 from .trunk import CFANetFeatures
 from .weights import DEFAULT_NR_WEIGHTS, NR_WEIGHTS
@@ -40,15 +41,22 @@ def build_nr_network(
 
 
 class TOPIQNRLoss(FrozenNetworkLoss):
-    """No-reference TOPIQ loss: ``loss_weight * reduce((best - score) / (best - worst))``.
+    """No-reference TOPIQ loss of one image, or of a restoration against its ground truth.
 
-    0 is the best score of every entry, 1 the worst (quality models: score 0..1;
-    AVA aesthetics: expected rating 1..10). Frozen like :class:`~topiq_loss.TOPIQLoss`.
+    ``nr(img)``: ``loss_weight * reduce((best - score) / (best - worst))``, 0 at the
+    best score of every entry, 1 at the worst (quality models: score 0..1; AVA
+    aesthetics: expected rating 1..10), for training without ground truth.
+    ``nr(pred, target)`` (default ``objective="anchored"``):
+    ``loss_weight * reduce(rho((score(target) - score(pred)) / (best - worst)))``, 0 with
+    a zero gradient at ``pred == target``: as natural as the ground truth, not more.
+    Frozen like :class:`~topiq_loss.TOPIQLoss`.
 
     Args:
         weights: ``"koniq"`` (default), ``"spaq"``, ``"flive"``, ``"ava"`` (aesthetics),
             a checkpoint path (quality or aesthetics layout, read from its tensors), or
             ``None`` (random quality weights, tests only; warns).
+        objective: ``"anchored"`` (default; a ``target`` is compared with) or
+            ``"score"`` (the image alone; a ``target`` is refused).
         reduction: ``"mean"`` | ``"sum"`` | ``"none"`` over the batch.
         loss_weight: multiplies the loss.
         input_range: (low, high) of pixel values.
@@ -73,12 +81,16 @@ class TOPIQNRLoss(FrozenNetworkLoss):
 
     Shape:
         - img: (N, 3, H, W) or (N, 1, H, W), H, W >= 32, floating point, in ``input_range``.
+        - target: None, or the same shape as ``img``.
         - Output: scalar, or (N,) with ``reduction="none"``.
 
     Example:
         >>> nr = TOPIQNRLoss()  # doctest: +SKIP
         >>> loss = l1 + 0.05 * nr(sr)  # doctest: +SKIP
     """
+
+    #: A loss: lower is better (the torchmetrics attribute frameworks check).
+    higher_is_better = False
 
     def __init__(
         self,
@@ -100,7 +112,9 @@ class TOPIQNRLoss(FrozenNetworkLoss):
         robust_samples: int = 1,
         robust_transforms: RandomTransforms | None = None,
         generator: torch.Generator | None = None,
+        objective: Objective = "anchored",
     ) -> None:
+        objective = check_objective(objective)
         entry = None
         if net is None:
             built, entry = load_network(weights, NR_WEIGHTS, CFANetNR, _LAYOUT_BUILDS, cache_dir, progress)
@@ -125,6 +139,7 @@ class TOPIQNRLoss(FrozenNetworkLoss):
             generator,
         )
         self.weights_name = name
+        self.objective: Objective = objective
         self.resize: int | None = (entry.resize if entry is not None else None) if resize == "auto" else resize
         if score_range == "auto":
             aesthetics = self.net.num_class > 1
@@ -138,19 +153,36 @@ class TOPIQNRLoss(FrozenNetworkLoss):
 
     def extra_repr(self) -> str:
         return (
-            f"weights={self.weights_name!r}, reduction={self.reduction!r}, loss_weight={self.loss_weight}, "
+            f"weights={self.weights_name!r}, objective={self.objective!r}, reduction={self.reduction!r}, "
+            f"loss_weight={self.loss_weight}, "
             f"input_range={self.input_range}, resize={self.resize}, score_range={self.score_range}, "
             f"checkpoint={self.checkpoint}, amp_backbone={self.amp_backbone}"
             + (f", robust=True, robust_samples={self.robust_samples}" if self.robust else "")
         )
 
-    def forward(self, img: torch.Tensor) -> torch.Tensor:
-        """Loss of ``img`` (N, C, H, W); 0 is best. Gradients flow to ``img``."""
-        return self.loss_weight * reduce_loss(self.loss_values(img), self.reduction)
+    def forward(self, img: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+        """Loss of ``img`` (N, C, H, W), alone or against ``target``; 0 is best.
+        Gradients flow to ``img``, never to ``target``."""
+        return self.loss_weight * reduce_loss(self.loss_values(img, target), self.reduction)
 
-    def loss_values(self, img: torch.Tensor) -> torch.Tensor:
-        """(N,) unweighted, unreduced loss ``(best - score) / (best - worst)`` of ``img``."""
-        return score_to_loss(self.score(img), self.score_range)
+    def loss_values(self, img: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+        """(N,) unweighted, unreduced loss (see the class); with ``robust=True`` the mean
+        over the random transforms, each applied to ``img`` and ``target`` alike."""
+
+        def values(x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+            return topiq_nr_loss(
+                x, t, net=self.net, objective=self.objective, score_range=self.score_range, reduction="none",
+                input_range=self.input_range, resize=self.resize, checkpoint=self.checkpoint,
+                amp_backbone=self.amp_backbone,
+            )
+
+        if not self.robust or (target is not None and self.objective == "score"):
+            return values(img, target)  # (the latter refuses the target, before any transform)
+        if target is None:
+            _checks.check_image(img, "img")
+            return self._ensemble(values, img)
+        _checks.check_pair(img, target, pred_name="img", target_name="target")
+        return self._ensemble(values, img, target)
 
     def score(self, img: torch.Tensor) -> torch.Tensor:
         """(N,) raw score of ``img``, higher is better (within ``score_range``, about);

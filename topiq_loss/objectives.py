@@ -1,0 +1,46 @@
+"""What a TOPIQ loss minimises: the published score, or the deficit against the target.
+
+TOPIQ is a quality *score*, not a distance: the FR network gates the distorted
+image's own features, so ``score(t, t)`` is neither 1 nor a maximum, and ``1 - score``
+rewards moving a prediction wherever the network scores higher, past the reference
+included. The anchored objective penalises the quality deficit relative to the
+target scored against itself, in either direction, so the loss and its gradient are
+0 exactly at the target (see docs/objectives.md for the measurements behind it).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from . import _checks
+
+__all__ = ["ANCHOR_EPS", "OBJECTIVES", "Objective", "anchored_penalty", "check_objective"]
+
+Objective = Literal["anchored", "score"]
+OBJECTIVES = ("anchored", "score")
+
+#: Width of the quadratic bowl of the anchored penalty, in score units. Chosen by
+#: ``benchmarks/objectives.py --rho``: smaller widths keep the score objective's
+#: gradient size away from the target (weights tuned for ``objective="score"`` keep
+#: their meaning) and all tried widths held the target with no drift.
+ANCHOR_EPS = 1e-2
+
+
+def check_objective(objective: object) -> Objective:
+    """``objective`` if it is one of :data:`OBJECTIVES`, else a ValueError naming them."""
+    return _checks.check_choice(objective, "objective", OBJECTIVES)  # type: ignore[return-value]
+
+
+def anchored_penalty(deficit: torch.Tensor, eps: float = ANCHOR_EPS) -> torch.Tensor:
+    """Charbonnier penalty ``sqrt(d^2 + eps^2) - eps`` of a score difference ``d``.
+
+    Even, smooth, >= 0, and 0 with a zero gradient at ``d = 0``; about ``|d|`` (slope 1,
+    the score objective's) once ``|d| >> eps``. Written as ``d^2 / (sqrt(d^2 + eps^2) + eps)``,
+    the same value without the cancellation, so ``d = 0`` gives exactly 0.
+
+    Shape: any -> same.
+    """
+    sq = deficit.square()
+    return sq / (torch.sqrt(sq + eps * eps) + eps)
