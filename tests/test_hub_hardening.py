@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
+import sys
 
 import pytest
 import torch
@@ -187,6 +189,31 @@ def test_no_lock_file_is_left_after_a_download_ends(server, tmp_path):
     with pytest.raises(WeightsError):
         download_weights(entry, cache_dir=tmp_path / "failed", progress=False)
     assert list((tmp_path / "failed").iterdir()) == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock-based lock (POSIX)")
+def test_a_waiter_on_a_removed_lock_file_locks_the_new_one(tmp_path, monkeypatch):
+    """The race that removing lock files opens: a waiter opened the file, the holder
+    removed it and let go, the waiter's flock succeeds on the removed file. It must
+    notice and lock the file now at the path."""
+    import fcntl
+
+    import topiq_loss.download as download
+
+    path = tmp_path / "f.pth.lock"
+    real_flock, calls = fcntl.flock, []
+
+    def flock_after_removal(fd, op):
+        if not calls:
+            path.unlink()  # the previous holder's release, between our open and our flock
+        calls.append(fd)
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock_after_removal)
+    fd = download._try_lock(path)
+    assert fd is not None and len(calls) == 2
+    assert os.path.samestat(os.fstat(fd), os.stat(path))
+    os.close(fd)
 
 
 # ------------------------------------------------------------------ item 12: one spelling of random weights
