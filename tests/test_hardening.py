@@ -21,6 +21,8 @@ import torch
 from conftest import distort, smooth_images
 from weights_server import ServedFile, checkpoint_bytes, entry_for, hash_named
 
+import topiq_loss.checkpoint as checkpoint
+import topiq_loss.download as download
 import topiq_loss.hub as hub
 from topiq_loss import SRLoss, TOPIQLoss, WeightsError, pixel_loss
 from topiq_loss.cli import main, read_image
@@ -136,7 +138,7 @@ def test_endless_stream_without_length_is_capped(server, tmp_path):
     name, entry = _served(server, data=b"x" * (1 << 16), send_length=False, repeat=10_000)
     with pytest.raises(WeightsError, match=r"more than the 1048576 bytes expected at most"):
         download_weights(dataclasses.replace(entry, max_bytes=1 << 20), cache_dir=tmp_path, progress=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [name + ".lock"]
+    assert list(tmp_path.iterdir()) == []  # no partial file, no lock file
 
 
 def test_announced_oversize_is_refused_before_reading(server, tmp_path):
@@ -146,8 +148,8 @@ def test_announced_oversize_is_refused_before_reading(server, tmp_path):
 
 
 def test_trickling_server_is_aborted(server, tmp_path, monkeypatch):
-    monkeypatch.setattr(hub, "_RATE_WINDOW_S", 0.3)
-    monkeypatch.setattr(hub, "_MIN_RATE", 10 * 2**20)  # 10 MiB/s; the server sends ~0.6 MiB/s
+    monkeypatch.setattr(download, "_RATE_WINDOW_S", 0.3)
+    monkeypatch.setattr(download, "_MIN_RATE", 10 * 2**20)  # 10 MiB/s; the server sends ~0.6 MiB/s
     _, entry = _served(server, data=b"y" * (1 << 16), repeat=40, chunk_delay=0.1)
     with pytest.raises(WeightsError, match="transfer too slow"):
         download_weights(entry, cache_dir=tmp_path, progress=False)
@@ -167,8 +169,8 @@ def test_lock_wait_names_the_holder_and_ends(server, tmp_path, monkeypatch):
     )
     try:
         assert holder.stdout.readline().strip() == "held"
-        monkeypatch.setattr(hub, "_LOCK_POLL_S", 0.2)
-        monkeypatch.setattr(hub, "_LOCK_TIMEOUT_S", 0.5)
+        monkeypatch.setattr(download, "_LOCK_POLL_S", 0.2)
+        monkeypatch.setattr(download, "_LOCK_TIMEOUT_S", 0.5)
         with pytest.raises(WeightsError, match=rf"waiting for the lock file .*{name}\.lock, held by pid 4242 on testhost"):
             download_weights(entry, cache_dir=tmp_path, progress=False)
     finally:
@@ -259,12 +261,12 @@ def test_oversized_records_are_refused_before_loading(tmp_path, monkeypatch):
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("archive/data/0", b"\0" * (8 << 20))
     assert path.stat().st_size < 100_000
-    monkeypatch.setattr(hub, "MAX_CHECKPOINT_BYTES", 4 << 20)
+    monkeypatch.setattr(checkpoint, "MAX_CHECKPOINT_BYTES", 4 << 20)
 
     def never(*args, **kwargs):
         raise AssertionError("torch.load must not run")
 
-    monkeypatch.setattr(hub.torch, "load", never)
+    monkeypatch.setattr(checkpoint.torch, "load", never)
     with pytest.raises(WeightsError, match=r"would expand to 8388608 bytes .* refused before loading"):
         read_state_dict(path)
 

@@ -16,6 +16,7 @@ import torch
 from weights_server import ServedFile, entry_for, hash_named
 
 import topiq_loss.hub as hub
+import topiq_loss.integrity as integrity
 from topiq_loss import TOPIQLoss, WeightsError, download_weights, read_state_dict
 
 TESTS = Path(__file__).parent
@@ -70,7 +71,7 @@ def test_eight_processes_first_use_download_once(server, tmp_path, seeded_checkp
     # Same weights in every process; 1 thread there vs 2 here reorders float32 sums.
     assert len(scores) == 1 and abs(scores.pop() - want) < 1e-5
     cache = tmp_path / "torch_home" / "hub" / "checkpoints"
-    assert sorted(p.name for p in cache.iterdir()) == [name, name + ".lock"]
+    assert sorted(p.name for p in cache.iterdir()) == [name]  # the lock file ends with the download
     assert (cache / name).read_bytes() == seeded_checkpoint
     assert server.hits(name) == 1  # the lock file serialises the first download
 
@@ -100,7 +101,7 @@ def test_killed_download_leaves_nothing_valid_and_next_run_recovers(server, tmp_
     assert not (cache / name).exists()  # nothing under the final name
     path = download_weights(entry_for(name, server.url(name)), cache_dir=cache, progress=False)
     assert path.read_bytes() == data
-    assert sorted(p.name for p in cache.iterdir()) == [name, name + ".lock"]  # stale partial removed
+    assert sorted(p.name for p in cache.iterdir()) == [name]  # stale partial removed, no lock file
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
@@ -129,8 +130,8 @@ def test_cached_file_hashed_once_per_process(server, tmp_path, monkeypatch):
     entry = entry_for(name, server.url(name))
     download_weights(entry, cache_dir=tmp_path, progress=False)
     calls = []
-    real = hub.sha256_file
-    monkeypatch.setattr(hub, "sha256_file", lambda p: calls.append(p) or real(p))
+    real = integrity.sha256_file
+    monkeypatch.setattr(integrity, "sha256_file", lambda p: calls.append(p) or real(p))
     hub._verified.clear()
     for _ in range(3):
         download_weights(entry, cache_dir=tmp_path, progress=False)

@@ -181,8 +181,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _weights_command(args: argparse.Namespace) -> int:
-    from .hub import _digest_problem, _expected, default_cache_dir, download_weights
-    from .integrity import sha256_file
+    from .hub import default_cache_dir, download_weights
+    from .integrity import digest_problem, expected, sha256_file
 
     entries = {**WEIGHTS, **NR_WEIGHTS}
     folder = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
@@ -191,7 +191,7 @@ def _weights_command(args: argparse.Namespace) -> int:
         for name, e in entries.items():
             kind = "FR" if name in WEIGHTS else "NR"
             path = folder / e.filename
-            full, source, record = _expected(e, path)
+            full, source, record = expected(e, path)
             check = f"pinned ({source})" if full else "recorded digest" if record else "name prefix only"
             print(f"{name:<7}{kind:<6}{e.filename:<40}{'yes' if path.is_file() else 'no':<8}{check}")
         print(f"cache: {folder}")
@@ -219,7 +219,7 @@ def _weights_command(args: argparse.Namespace) -> int:
     if entry is None:
         print("not an official file name: nothing to compare with", file=sys.stderr)
         return 0
-    problem = _digest_problem(digest, entry, path)
+    problem = digest_problem(digest, entry, path)
     if problem is not None:
         print(f"topiq-loss: refused: {problem}", file=sys.stderr)
         return 2

@@ -48,7 +48,7 @@ def load_network(
     net = build()
     if state is None:
         warnings.warn(
-            "TOPIQ network built with weights=None: RANDOM weights, scores are meaningless. "
+            "TOPIQ network built with weights='random': RANDOM weights, scores are meaningless. "
             "Use this for tests only.",
             UserWarning,
             stacklevel=4,

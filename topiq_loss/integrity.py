@@ -7,6 +7,10 @@ check: a colliding file can be made in minutes). Stronger, in order:
    (``<64 hex>  <file name>`` per line), or a full ``sha256`` on the registry entry;
 2. a record: ``<file>.sha256`` written beside a file downloaded from an official HTTPS
    host, checked at every later load.
+
+:func:`verify` applies them to a file on disk: the loader uses it for cached files and
+for paths named like an official file, the ``topiq-loss weights verify`` command for
+any file.
 """
 
 from __future__ import annotations
@@ -16,10 +20,25 @@ import os
 import re
 import urllib.parse
 from pathlib import Path
+from typing import NamedTuple
 
-from .weights import WeightsEntry
+from ._files import new_file
+from .weights import WeightsEntry, WeightsError
 
-__all__ = ["PINS_ENV", "expected_digest", "read_pins", "read_record", "redact", "sha256_file", "write_record"]
+__all__ = [
+    "PINS_ENV",
+    "Expected",
+    "digest_problem",
+    "expected",
+    "expected_digest",
+    "read_pins",
+    "read_record",
+    "record_path",
+    "redact",
+    "sha256_file",
+    "verify",
+    "write_record",
+]
 
 #: Environment variable naming a sha256sum-format file of pinned digests.
 PINS_ENV = "TOPIQ_LOSS_PINS"
@@ -27,11 +46,8 @@ _CHUNK = 1 << 20
 _LINE = re.compile(r"^([0-9a-fA-F]{64}) [ *](.+)$")
 
 
-class IntegrityError(ValueError):
-    """A pins or record file is malformed (re-raised by the hub as a WeightsError)."""
-
-
 def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(_CHUNK), b""):
@@ -39,30 +55,61 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_pins(path: str | os.PathLike[str]) -> dict[str, str]:
-    """``{file name: digest}`` from a ``sha256sum`` file; blank lines and ``#`` comments skipped."""
-    pins: dict[str, str] = {}
+def _pins_lines(path: Path) -> list[str]:
+    """The text lines of a pins file (a UTF-8 BOM allowed); errors name the file and line."""
+    where = f"{PINS_ENV} file {path}"
+    if path.is_dir():
+        raise WeightsError(f"{where} is a folder; expected a text file of '<64 hex digits>  <file name>' lines")
     try:
-        text = Path(path).read_text()
+        raw = path.read_bytes()
     except OSError as exc:
-        raise IntegrityError(f"{PINS_ENV} file {path} cannot be read: {exc}") from None
-    for number, line in enumerate(text.splitlines(), 1):
+        raise WeightsError(f"{where} cannot be read: {exc.strerror or exc}") from None
+    lines = []
+    for number, line in enumerate(raw.removeprefix(b"\xef\xbb\xbf").splitlines(), 1):
+        try:
+            lines.append(line.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            utf16 = " (it looks UTF-16 encoded)" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+            raise WeightsError(
+                f"{where}, line {number}: not UTF-8 text{utf16}: byte {exc.object[exc.start]:#04x} at "
+                f"column {exc.start + 1}; save it as UTF-8 (sha256sum writes it so)"
+            ) from None
+    return lines
+
+
+def read_pins(path: str | os.PathLike[str]) -> dict[str, str]:
+    """``{file name: digest}`` from a ``sha256sum`` file; blank lines and ``#`` comments skipped.
+
+    Raises:
+        WeightsError: the file is a folder, unreadable, not UTF-8, has a malformed line,
+            or pins one file name to two digests; the message names the file and line.
+    """
+    path = Path(path)
+    pins: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    for number, line in enumerate(_pins_lines(path), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         match = _LINE.match(line)
         if match is None:
-            raise IntegrityError(
+            raise WeightsError(
                 f"{PINS_ENV} file {path}, line {number}: expected '<64 hex digits>  <file name>' "
                 f"(sha256sum format); got {line[:80]!r}"
             )
-        pins[Path(match.group(2)).name] = match.group(1).lower()
+        name, digest = Path(match.group(2)).name, match.group(1).lower()
+        if pins.setdefault(name, digest) != digest:
+            raise WeightsError(
+                f"{PINS_ENV} file {path}, line {number}: {name} is pinned to {digest} here and to "
+                f"{pins[name]} on line {first_line[name]}; keep the right one"
+            )
+        first_line.setdefault(name, number)
     return pins
 
 
 def expected_digest(entry: WeightsEntry) -> tuple[str | None, str]:
     """The full digest ``entry``'s file must have, and where it comes from; (None, "") if
-    nothing but the name prefix is known."""
+    nothing but the name prefix is known. Reads (and validates) the pins file if set."""
     pins_file = os.environ.get(PINS_ENV, "").strip()
     if pins_file:
         pinned = read_pins(pins_file).get(entry.filename)
@@ -74,6 +121,7 @@ def expected_digest(entry: WeightsEntry) -> tuple[str | None, str]:
 
 
 def record_path(dest: Path) -> Path:
+    """Where the digest of ``dest``'s first official download is recorded."""
     return dest.with_name(dest.name + ".sha256")
 
 
@@ -82,16 +130,89 @@ def read_record(dest: Path) -> str | None:
     path = record_path(dest)
     if not path.is_file():
         return None
-    match = _LINE.match(path.read_text().strip())
+    match = _LINE.match(path.read_text(encoding="utf-8", errors="replace").strip())
     if match is None:
-        raise IntegrityError(f"digest record {path} is malformed: delete it, or the file and it")
+        raise WeightsError(f"digest record {path} is malformed: delete it, or the file and it")
     return match.group(1).lower()
 
 
 def write_record(dest: Path, digest: str) -> None:
-    tmp = record_path(dest).with_suffix(".sha256.tmp")
-    tmp.write_text(f"{digest}  {dest.name}\n")
-    os.replace(tmp, record_path(dest))
+    """Record ``digest`` beside ``dest`` through a new, unpredictable temporary file."""
+    fd, tmp = new_file(dest.parent, f".{dest.name}.sha256", "tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(f"{digest}  {dest.name}\n")
+        os.replace(tmp, record_path(dest))
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class Expected(NamedTuple):
+    """What a file's digest is held to: the pin (or None), its source, and the record."""
+
+    full: str | None
+    source: str
+    record: str | None
+
+
+def expected(entry: WeightsEntry, dest: Path) -> Expected:
+    """The pin for ``entry`` and the record beside ``dest``, read once.
+
+    Raises:
+        WeightsError: the pins file or the record is unreadable or malformed.
+    """
+    full, source = expected_digest(entry)
+    return Expected(full, source, read_record(dest))
+
+
+def digest_problem(digest: str, entry: WeightsEntry, dest: Path, known: Expected | None = None) -> str | None:
+    """Why a file at ``dest`` with sha256 ``digest`` is not ``entry``'s file (None if it is).
+
+    ``known`` is :func:`expected`'s answer, read here when not given.
+    """
+    full, source, record = known if known is not None else expected(entry, dest)
+    if full is not None:
+        return None if digest == full else f"sha256 {digest} differs from the one pinned in {source} ({full})"
+    if not digest.startswith(entry.sha256_prefix):
+        return f"sha256 {digest[:8]}... does not start with the published prefix {entry.sha256_prefix}"
+    if record is not None and digest != record:
+        return (
+            f"sha256 {digest} differs from the digest recorded at its first official download "
+            f"({record}, in {record_path(dest)})"
+        )
+    return None
+
+
+class Refused(WeightsError):
+    """A file's digest is not acceptable; ``problem`` says why."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path} was refused: {problem}")
+        self.problem = problem
+
+
+def verify(path: str | os.PathLike[str], entry: WeightsEntry, known: Expected | None = None) -> str:
+    """Hash the file at ``path`` and hold it to ``entry``'s pin, its record and its prefix.
+
+    Args:
+        path: the file (its record, if any, is ``<path>.sha256``).
+        entry: the registry entry it claims to be.
+        known: :func:`expected`'s answer for ``path``, read here when not given.
+
+    Returns:
+        The file's sha256 (64 hex digits).
+
+    Raises:
+        Refused: (a :class:`WeightsError`) the digest is not acceptable; ``.problem``
+            says why.
+        WeightsError: the pins file or the record is unreadable or malformed.
+    """
+    path = Path(path)
+    digest = sha256_file(path)
+    problem = digest_problem(digest, entry, path, known)
+    if problem is not None:
+        raise Refused(path, problem)
+    return digest
 
 
 def redact(url: str) -> str:

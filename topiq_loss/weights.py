@@ -1,6 +1,9 @@
 """Registry of the official CFANet checkpoints (TOPIQ-FR, TOPIQ-NR, TOPIQ-IAA, ResNet50).
 
-Only metadata lives here; :mod:`topiq_loss.hub` downloads, verifies and caches.
+Only metadata lives here, with :class:`WeightsError`, the one error of the weights
+path: :mod:`topiq_loss.hub` downloads, verifies and caches (through
+:mod:`~topiq_loss.download`, :mod:`~topiq_loss.integrity` and
+:mod:`~topiq_loss.checkpoint`).
 Each entry knows the network it fits (``build``), the input resize the model was
 evaluated with and its score range. The weights are the TOPIQ authors' and carry
 their terms (non-commercial use); this package never bundles them.
@@ -20,8 +23,11 @@ __all__ = [
     "DEFAULT_NR_WEIGHTS",
     "DEFAULT_WEIGHTS",
     "NR_WEIGHTS",
+    "RANDOM",
     "WEIGHTS",
     "WeightsEntry",
+    "WeightsError",
+    "entry_for_file",
     "get_weights_entry",
 ]
 
@@ -33,6 +39,14 @@ _PAPER = (
     "Image Quality Assessment, IEEE TIP 2024"
 )
 _LICENSE = "TOPIQ authors' terms (IQA-PyTorch weights): non-commercial research use"
+
+#: The ``weights=`` spelling of an untrained network (tests only), in Python, YAML and
+#: on the command line alike; ``None`` means the same.
+RANDOM = "random"
+
+
+class WeightsError(RuntimeError):
+    """A checkpoint could not be downloaded, verified or loaded."""
 
 
 @dataclass(frozen=True)
@@ -129,5 +143,12 @@ def get_weights_entry(name: str, registry: Mapping[str, WeightsEntry] = WEIGHTS)
     except KeyError:
         raise ValueError(
             f"`weights` must be one of {sorted(registry)}, a path to a checkpoint file, "
-            f"or None; got {name!r}"
+            f"or {RANDOM!r}; got {name!r}"
         ) from None
+
+
+def entry_for_file(filename: str, registry: Mapping[str, WeightsEntry] | None = None) -> WeightsEntry | None:
+    """The entry whose published file is called ``filename`` (FR and NR registries by
+    default, read at call time), or None."""
+    entries = registry if registry is not None else {**WEIGHTS, **NR_WEIGHTS}
+    return next((e for e in entries.values() if e.filename == filename), None)

@@ -1,0 +1,247 @@
+"""Bounded HTTP downloads into a shared folder, one process at a time.
+
+Knows URLs, bytes and lock files, nothing of what the files hold or which digest they
+must have: the caller's ``accept`` callback decides. A download is written to a new,
+unpredictable ``<file>.<random>.partial`` file (created with ``O_EXCL``) and renamed
+into place only once accepted. The lock file ``<file>.lock`` is removed when the
+download ends, whether it succeeded or not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ._files import new_file
+
+__all__ = ["MIRROR_ENV", "DownloadError", "fetch", "lock", "mirror_url", "remove_partials"]
+
+logger = logging.getLogger(__name__)
+
+#: Environment variable naming a base URL tried before the official hosts.
+MIRROR_ENV = "TOPIQ_LOSS_MIRROR"
+_CHUNK = 1 << 20
+_TIMEOUT_S = 30.0
+#: A transfer slower than _MIN_RATE bytes/s over a _RATE_WINDOW_S window is aborted, so
+#: a trickling server cannot hold the download (and the lock) indefinitely.
+_MIN_RATE = 16 * 1024
+_RATE_WINDOW_S = 60.0
+#: How long a process waits for another one's download, and how often it says so.
+_LOCK_TIMEOUT_S = 1800.0
+_LOCK_POLL_S = 15.0
+_LOCK_RETRY_S = 0.05
+
+
+class DownloadError(RuntimeError):
+    """A download or its lock failed; the message says why (URLs without credentials)."""
+
+
+def mirror_url(filename: str) -> str | None:
+    """``$TOPIQ_LOSS_MIRROR`` with ``filename`` appended to its path (its query kept), or None.
+
+    Credentials (``user:pass@``) are refused rather than sent: urllib would never send
+    them, and a request without them would fail with a misleading error.
+
+    Raises:
+        DownloadError: the variable is not an absolute URL, or holds credentials.
+    """
+    from .integrity import redact
+
+    base = os.environ.get(MIRROR_ENV, "").strip()
+    if not base:
+        return None
+    try:
+        parts = urllib.parse.urlsplit(base)
+        has_credentials = parts.username is not None or parts.password is not None
+    except ValueError:
+        raise DownloadError(f"{MIRROR_ENV} is not a URL: {redact(base)}") from None
+    if not parts.scheme or not (parts.netloc or parts.scheme == "file"):
+        raise DownloadError(f"{MIRROR_ENV} must be an absolute URL such as https://host/base; got {redact(base)}")
+    if has_credentials:
+        raise DownloadError(
+            f"{MIRROR_ENV} {redact(base)} holds a user name or password (user:pass@...): they are "
+            f"never sent. Serve the files without credentials, or put a token in the query string "
+            f"(https://host/base?token=...), which is sent and never shown."
+        )
+    path = parts.path.rstrip("/") + "/" + urllib.parse.quote(filename)
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
+
+
+def fetch(url: str, dest: Path, max_bytes: int, accept: Callable[[str], None], progress: bool = True) -> str:
+    """Download ``url`` into ``dest`` atomically and return its sha256.
+
+    Args:
+        url: where from.
+        dest: the final path; its folder must exist (the caller holds :func:`lock`).
+        max_bytes: a larger body, announced or not, is refused.
+        accept: called with the hex digest once all bytes are in; raises to refuse
+            the file (then nothing is written under ``dest``).
+        progress: a tqdm bar (on a terminal).
+
+    Raises:
+        DownloadError: too large, too slow, or cut short.
+        OSError, http.client.HTTPException, ValueError: as urllib raises them.
+    """
+    from tqdm.auto import tqdm
+
+    fd, tmp = new_file(dest.parent, dest.name, "partial")
+    request = urllib.request.Request(url, headers={"User-Agent": "topiq_loss"})
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=_TIMEOUT_S) as resp:
+            total = resp.headers.get("Content-Length")
+            if total is not None and int(total) > max_bytes:
+                raise DownloadError(f"server announces {int(total)} bytes, more than the {max_bytes} expected at most")
+            h = hashlib.sha256()
+            size = 0
+            window_start, window_bytes = time.monotonic(), 0
+            with tqdm(
+                total=int(total) if total else None, unit="B", unit_scale=True, unit_divisor=1024,
+                desc=dest.name, disable=None if progress else True,
+            ) as bar:
+                # read1: returns what has arrived, so the checks below run while a
+                # slow server trickles bytes.
+                while chunk := resp.read1(_CHUNK):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise DownloadError(f"more than the {max_bytes} bytes expected at most; aborted")
+                    out.write(chunk)
+                    h.update(chunk)
+                    bar.update(len(chunk))
+                    window_bytes += len(chunk)
+                    elapsed = time.monotonic() - window_start
+                    if elapsed >= _RATE_WINDOW_S:
+                        if window_bytes < _MIN_RATE * elapsed:
+                            raise DownloadError(
+                                f"transfer too slow ({window_bytes} bytes in {elapsed:.0f} s, under "
+                                f"{_MIN_RATE} bytes/s); aborted"
+                            )
+                        window_start, window_bytes = time.monotonic(), 0
+            if total is not None and size != int(total):
+                raise DownloadError(f"connection closed after {size} of {total} bytes")
+            out.flush()
+            os.fsync(out.fileno())
+        digest = h.hexdigest()
+        accept(digest)
+        os.replace(tmp, dest)
+        return digest
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def remove_partials(dest: Path) -> None:
+    """Remove ``dest``'s partial downloads; call it holding the lock (then any are abandoned)."""
+    for stale in dest.parent.glob(f"{dest.name}.*.partial"):
+        stale.unlink(missing_ok=True)
+
+
+def _holder(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")[:200].strip() or "another process"
+    except OSError:
+        return "another process"
+
+
+def _try_lock(path: Path) -> int | None:
+    """An fd holding an exclusive flock on the file now at ``path``, or None if it is held."""
+    import fcntl
+
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            current = os.stat(path, follow_symlinks=False)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except FileNotFoundError:
+            current = None
+        except BaseException:
+            os.close(fd)
+            raise
+        if current is not None and os.path.samestat(os.fstat(fd), current):
+            return fd
+        # The previous holder removed this file before we locked it: lock the next one.
+        os.close(fd)
+
+
+def _posix_acquire(path: Path, description: str) -> Callable[[], None]:
+    start = time.monotonic()
+    next_report = _LOCK_POLL_S
+    while (fd := _try_lock(path)) is None:
+        time.sleep(_LOCK_RETRY_S)
+        waited = time.monotonic() - start
+        if waited >= next_report or waited >= _LOCK_TIMEOUT_S:
+            next_report += _LOCK_POLL_S
+            holder = _holder(path)
+            logger.warning("waited %.0f s for %s, held by %s", waited, path, holder)
+            if waited >= _LOCK_TIMEOUT_S:
+                raise DownloadError(
+                    f"gave up after {waited:.0f} s waiting for the lock file {path}, held by "
+                    f"{holder}. If no download is running, delete the lock file."
+                )
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, description.encode())
+    except OSError:
+        pass  # the description is a courtesy to waiters
+
+    def release() -> None:
+        # Removed while still held: a waiter that opened this file sees it gone once it
+        # gets the lock, and locks the next one instead (see _try_lock).
+        try:
+            path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+
+    return release
+
+
+def _filelock_acquire(path: Path, description: str) -> Callable[[], None]:  # pragma: no cover - Windows
+    import filelock
+
+    held = filelock.FileLock(str(path), timeout=_LOCK_TIMEOUT_S)
+    try:
+        held.acquire()
+    except filelock.Timeout:
+        raise DownloadError(
+            f"gave up after {_LOCK_TIMEOUT_S:.0f} s waiting for the lock file {path}, held by "
+            f"{_holder(path)}. If no download is running, delete the lock file."
+        ) from None
+    return held.release  # filelock removes the file on Windows itself
+
+
+@contextmanager
+def lock(path: Path, way_out: str) -> Iterator[None]:
+    """Hold the download lock file ``path``; a wait logs who holds it and ends in a DownloadError.
+
+    The file says who holds it (pid, host, since when) and is removed on release, so
+    no stale description outlives a download. ``way_out`` ends the message of an
+    unusable cache folder.
+    """
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        kind = "a symbolic link" if path.is_symlink() else "not a regular file"
+        raise DownloadError(f"lock file {path} is {kind}; remove it (no download is using it)")
+    if not os.access(path.parent, os.W_OK):
+        raise DownloadError(f"the weights cache {path.parent} is not writable: {way_out}")
+    description = (
+        f"pid {os.getpid()} on {socket.gethostname()}, downloading {path.name.removesuffix('.lock')} "
+        f"since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+    )
+    acquire = _filelock_acquire if sys.platform == "win32" else _posix_acquire
+    try:
+        release = acquire(path, description)
+    except OSError as exc:
+        raise DownloadError(f"cannot use the lock file {path} ({exc.strerror or exc}): {way_out}") from None
+    try:
+        yield
+    finally:
+        release()
