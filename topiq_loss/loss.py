@@ -136,7 +136,7 @@ class TOPIQLoss(FrozenNetworkLoss):
         objective = check_objective(objective)
         if net is None:
             net = build_network(weights, cache_dir=cache_dir, progress=progress)
-            self_weights_name = "random (tests only)" if weights is None else str(weights)
+            self_weights_name = "random (tests only)" if weights in (None, "random") else str(weights)
         else:
             self_weights_name = "given network"
         super().__init__(

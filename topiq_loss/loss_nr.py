@@ -119,7 +119,7 @@ class TOPIQNRLoss(FrozenNetworkLoss):
         if net is None:
             built, entry = load_network(weights, NR_WEIGHTS, CFANetNR, _LAYOUT_BUILDS, cache_dir, progress)
             net = cast(CFANetNR, built)
-            name = "random (tests only)" if weights is None else str(weights)
+            name = "random (tests only)" if weights in (None, "random") else str(weights)
         else:
             name = "given network"
         super().__init__(
