@@ -21,10 +21,14 @@ def _write_png(path, img):
     to_pil(img).save(path)
 
 
-def patch_losses(monkeypatch, net, weights_file, built: dict) -> None:
+#: Networks built by the commands under :func:`patch_losses`, shared by the CLI test modules.
+_BUILT: dict = {}
+
+
+def patch_losses(monkeypatch, net, weights_file) -> None:
     """Make the commands' network factory reuse networks: the session's seeded ``net`` for
-    ``weights_file`` (it holds exactly those weights), any other choice built once into ``built``
-    (CFANet builds take seconds on CI's two cores)."""
+    ``weights_file`` (it holds exactly those weights), any other choice built once per session
+    (CFANet builds take seconds on CI's two cores; the tests only read them)."""
     from topiq_loss import TOPIQLoss
 
     real = cli_score.new_loss
@@ -32,21 +36,16 @@ def patch_losses(monkeypatch, net, weights_file, built: dict) -> None:
     def new_loss(reference, weights, cache_dir):
         if reference and weights == str(weights_file):
             return TOPIQLoss(net=net)
-        if (reference, weights) not in built:
-            built[reference, weights] = real(reference, weights, cache_dir)
-        return built[reference, weights]
+        if (reference, weights) not in _BUILT:
+            _BUILT[reference, weights] = real(reference, weights, cache_dir)
+        return _BUILT[reference, weights]
 
     monkeypatch.setattr(cli_score, "new_loss", new_loss)
 
 
-@pytest.fixture(scope="module")
-def built_losses() -> dict:
-    return {}
-
-
 @pytest.fixture()
-def cached_losses(monkeypatch, net, weights_file, built_losses):
-    patch_losses(monkeypatch, net, weights_file, built_losses)
+def cached_losses(monkeypatch, net, weights_file):
+    patch_losses(monkeypatch, net, weights_file)
 
 
 @pytest.fixture()

@@ -16,14 +16,9 @@ from topiq_loss.cli import main, to_pil
 from topiq_loss.cli_folders import PIXEL_BUDGET, batches, pair_by_stem
 
 
-@pytest.fixture(scope="module")
-def built_losses() -> dict:
-    return {}
-
-
 @pytest.fixture()
-def cached_losses(monkeypatch, net, weights_file, built_losses):
-    patch_losses(monkeypatch, net, weights_file, built_losses)
+def cached_losses(monkeypatch, net, weights_file):
+    patch_losses(monkeypatch, net, weights_file)
 
 
 @pytest.fixture()
@@ -133,6 +128,14 @@ def test_folder_errors_exit_2_before_any_network(tmp_path, capsys):
     assert "no file of" in capsys.readouterr().err
     assert main(["score", str(tmp_path / "d"), str(tmp_path / "r" / "b.png"), *bad]) == 2
     assert "both be files or both be folders" in capsys.readouterr().err
-    to_pil(smooth_images(1, 32, 32, seed=2)).save(tmp_path / "d" / "a.jpg")
+    to_pil(smooth_images(1, 32, 32, seed=2)).save(tmp_path / "d" / "b.jpg")
+    to_pil(smooth_images(1, 32, 32, seed=2)).save(tmp_path / "d" / "b.png")
+    assert main(["score", str(tmp_path / "d"), str(tmp_path / "r"), *bad]) == 2
+    assert "b.jpg and b.png" in capsys.readouterr().err
+    assert main(["score", str(tmp_path / "d"), str(tmp_path / "r"), *bad, "--csv", str(tmp_path / "no" / "s.csv")]) == 2
+    assert "no folder to write" in capsys.readouterr().err
+    assert main(["score", str(tmp_path / "r" / "b.png"), *bad, "--json", str(tmp_path / "r" / "b.png")]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err
+    # Without REF_DIR nothing is paired: b.jpg and b.png are two images, so the error is the weights'.
     assert main(["score", str(tmp_path / "d"), *bad]) == 2
-    assert "a.jpg and a.png" in capsys.readouterr().err
+    assert "no_such_file.pth" in capsys.readouterr().err

@@ -41,13 +41,15 @@ def pair_by_stem(dist_dir: Path, ref_dir: Path | None) -> tuple[list[Item], list
     """The (DIST, REF) pairs in stem order, and every file left without a partner.
 
     Raises:
-        ValueError: a folder holds two images with one stem, or nothing can be scored.
+        ValueError: with REF_DIR, a folder holds two images with one stem; or nothing can
+            be scored.
     """
-    dist = _by_stem(dist_dir)
-    if ref_dir is None:
-        if not dist:
+    if ref_dir is None:  # nothing to pair: a.png and a.jpg are two images
+        files = image_files(dist_dir)
+        if not files:
             raise ValueError(f"DIST folder {dist_dir} holds no image files")
-        return [(dist[s], None) for s in sorted(dist)], []
+        return [(f, None) for f in files], []
+    dist = _by_stem(dist_dir)
     ref = _by_stem(ref_dir)
     pairs: list[Item] = [(dist[s], ref[s]) for s in sorted(dist.keys() & ref.keys())]
     unpaired = [str(dist[s]) for s in sorted(dist.keys() - ref.keys())]

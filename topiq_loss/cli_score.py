@@ -87,9 +87,11 @@ def score_command(args: argparse.Namespace) -> int:
     dist, ref = Path(args.dist), None if args.ref is None else Path(args.ref)
     if ref is not None and dist.is_dir() != ref.is_dir():
         raise ValueError(f"DIST and REF must both be files or both be folders; got {dist} and {ref}")
-    for given in (args.csv, args.json):
+    for given in (args.csv, args.json):  # checked before the run, not after it
         if given is not None:
             refuse_overwrite(given, [p for p in (dist, ref) if p is not None and p.is_file()])
+            if not Path(given).resolve().parent.is_dir():
+                raise ValueError(f"no folder to write {given} into")
     if dist.is_dir():
         items, unpaired = pair_by_stem(dist, ref)
         scorer = Scorer.build(args.weights, ref is not None, args.device, args.cache_dir)
