@@ -16,7 +16,8 @@ import torch
 from tqdm import tqdm
 
 from topiq_loss import WEIGHTS, TOPIQLoss
-from topiq_loss.cli import add_nr_weights_option, add_weights_option
+from topiq_loss.cli import add_weights_option, weights_arg
+from topiq_loss.weights import DEFAULT_NR_WEIGHTS, NR_WEIGHTS
 
 TRAIN_PHOTOS = ("astronaut", "coffee", "rocket")
 TEST_PHOTO = "chelsea"  # held out: the cat is never seen in training
@@ -58,6 +59,17 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """PSNR in dB of images in [0, 1] (``a`` clamped), averaged over the batch."""
     mse = (a.clamp(0, 1) - b).square().flatten(1).mean(1)
     return float((10 * torch.log10(1.0 / mse.clamp_min(1e-12))).mean())
+
+
+def add_nr_weights_option(parser: argparse.ArgumentParser) -> None:
+    """``--weights koniq|spaq|flive|ava|PATH|random`` for the no-reference examples."""
+    parser.add_argument(
+        "--weights",
+        default=DEFAULT_NR_WEIGHTS,
+        type=weights_arg,
+        help=f"TOPIQ-NR weights: {' | '.join(NR_WEIGHTS)} | PATH to a checkpoint | random "
+        f"(untrained, tests only); default {DEFAULT_NR_WEIGHTS}",
+    )
 
 
 def base_parser(description: str, no_reference: bool = False) -> argparse.ArgumentParser:

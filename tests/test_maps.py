@@ -106,7 +106,7 @@ def test_map_command_writes_a_png(tmp_path, weights_file, capsys):
     to_pil(ref).save(tmp_path / "r.png")
     out = tmp_path / "map.png"
     args = ["map", str(tmp_path / "d.png"), str(tmp_path / "r.png"), "-o", str(out)]
-    assert main([*args, "--weights", str(weights_file), "--panel", "96"]) == 0
+    assert main([*args, "--weights", str(weights_file), "--panel", "96", "--format", "plain"]) == 0
     with Image.open(out) as im:
         im.verify()
     with Image.open(out) as im:

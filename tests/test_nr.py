@@ -270,7 +270,7 @@ def test_cli_scores_and_maps_one_image_without_reference(tmp_path, nr_files, nr_
 
     img = distort(smooth_images(1, 40, 56, seed=180), 181)
     to_pil(img).save(tmp_path / "x.png")
-    assert main(["score", str(tmp_path / "x.png"), "--weights", str(nr_files["aesthetics"])]) == 0
+    assert main(["score", str(tmp_path / "x.png"), "--weights", str(nr_files["aesthetics"]), "--format", "plain"]) == 0
     printed = float(capsys.readouterr().out.strip())
     with torch.no_grad():
         want = nr_nets["aesthetics"](read_image(tmp_path / "x.png")).item()

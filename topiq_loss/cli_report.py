@@ -1,0 +1,108 @@
+"""What the ``score`` command prints and writes: labelled text, a bare number, or JSON; CSV/JSON files.
+
+Every score says what it is (``TOPIQ-FR (kadid) 0.8123, higher is better``); scores of
+random weights say they are meaningless; ``plain`` keeps the bare number scripts read.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+__all__ = ["FORMATS", "Report", "Row"]
+
+FORMATS = ("text", "plain", "json")
+Format = Literal["text", "plain", "json"]
+RANDOM = "random"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One scored image: its name (the DIST file's name), score and weights."""
+
+    name: str
+    score: float
+    weights: str
+
+
+@dataclass
+class Report:
+    """The scores of one run.
+
+    Attributes:
+        metric: ``"TOPIQ-FR"`` or ``"TOPIQ-NR"``.
+        weights: the registry name, a checkpoint's file name, or ``"random"``.
+        rows: one per image, in file-name order.
+        unpaired: files of a folder run that had no partner (paths as given).
+        folder: whether DIST was a folder (a summary is printed rather than one score).
+    """
+
+    metric: str
+    weights: str
+    rows: list[Row] = field(default_factory=list)
+    unpaired: list[str] = field(default_factory=list)
+    folder: bool = False
+
+    @property
+    def title(self) -> str:
+        if self.weights == RANDOM:
+            return f"{self.metric} (random weights, meaningless)"
+        return f"{self.metric} ({self.weights})"
+
+    def stats(self) -> tuple[float, float]:
+        """Mean and population standard deviation of the scores (float64)."""
+        scores = [r.score for r in self.rows]
+        mean = math.fsum(scores) / len(scores)
+        return mean, math.sqrt(math.fsum((s - mean) ** 2 for s in scores) / len(scores))
+
+    def as_dict(self) -> dict[str, object]:
+        mean, std = self.stats()
+        return {
+            "metric": self.metric,
+            "weights": self.weights,
+            "random_weights": self.weights == RANDOM,
+            "higher_is_better": True,
+            "count": len(self.rows),
+            "mean": mean,
+            "std": std,
+            "unpaired": list(self.unpaired),
+            "images": [{"name": r.name, "score": r.score, "weights": r.weights} for r in self.rows],
+        }
+
+    def render(self, fmt: Format) -> str:
+        """The stdout text: ``text`` (labelled), ``plain`` (the bare score or folder mean) or ``json``."""
+        if fmt == "json":
+            return json.dumps(self.as_dict(), indent=2)
+        mean, std = self.stats()
+        if fmt == "plain":
+            return f"{mean:.6f}"
+        if not self.folder:
+            return f"{self.title} {mean:.4f}, higher is better"
+        width = max(len(r.name) for r in self.rows) + 2
+        lines = [f"{r.name:<{width}}{r.score:.4f}" for r in self.rows]
+        lines.append(
+            f"{self.title} over {len(self.rows)} image{'s' * (len(self.rows) != 1)}: "
+            f"mean {mean:.4f}, std {std:.4f}, higher is better"
+        )
+        return "\n".join(lines)
+
+    def write_csv(self, path: str | Path) -> None:
+        """``name,score,weights`` with one row per image."""
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["name", "score", "weights"])
+            w.writerows([r.name, repr(r.score), r.weights] for r in self.rows)
+
+    def write_json(self, path: str | Path) -> None:
+        """:meth:`as_dict` (summary, unpaired files and ``images``: one row per image)."""
+        Path(path).write_text(json.dumps(self.as_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+def unpaired_warning(unpaired: Sequence[str]) -> str:
+    """One line naming every file left out of a folder run."""
+    return f"warning: {len(unpaired)} unpaired file{'s' * (len(unpaired) != 1)} not scored: " + ", ".join(unpaired)

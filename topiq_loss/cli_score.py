@@ -1,0 +1,146 @@
+"""The ``score`` and ``map`` commands: one network per run, scores that say what they are.
+
+With REF the network is TOPIQ-FR, without it TOPIQ-NR; a folder as DIST scores every
+image in it (see :mod:`topiq_loss.cli_folders`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .cli_folders import check_same_size, pair_by_stem, score_folders
+from .cli_report import RANDOM, Format, Report, Row, unpaired_warning
+from .images import read_image, refuse_overwrite, save_image, writable_format
+from .loss import TOPIQLoss
+from .loss_nr import TOPIQNRLoss
+from .maps import render_maps
+from .weights import DEFAULT_NR_WEIGHTS, DEFAULT_WEIGHTS, NR_WEIGHTS, WEIGHTS
+
+__all__ = ["DEFAULT", "Scorer", "map_command", "new_loss", "score_command"]
+
+#: ``--weights`` default: kadid with a reference, koniq without.
+DEFAULT = "default"
+
+
+def new_loss(reference: bool, weights: str | None, cache_dir: str | None) -> TOPIQLoss | TOPIQNRLoss:
+    """The frozen loss whose ``score`` the commands report (tests substitute a cached one)."""
+    if reference:
+        return TOPIQLoss(weights=weights, cache_dir=cache_dir)
+    return TOPIQNRLoss(weights=weights, cache_dir=cache_dir)
+
+
+@dataclass
+class Scorer:
+    """A frozen TOPIQ network built once, with the name its scores are reported under."""
+
+    loss: TOPIQLoss | TOPIQNRLoss
+    weights: str  # registry name, checkpoint file name, or "random"
+    device: str
+
+    @property
+    def metric(self) -> str:
+        return "TOPIQ-FR" if isinstance(self.loss, TOPIQLoss) else "TOPIQ-NR"
+
+    @classmethod
+    def build(cls, weights: str | None, reference: bool, device: str, cache_dir: str | None) -> Scorer:
+        """``weights`` as ``--weights`` gives it (None: random, ``"default"``: per kind)."""
+        registry = WEIGHTS if reference else NR_WEIGHTS
+        if weights == DEFAULT:
+            weights = DEFAULT_WEIGHTS if reference else DEFAULT_NR_WEIGHTS
+        label = RANDOM if weights is None else weights if weights in registry else Path(weights).name
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            loss = new_loss(reference, weights, cache_dir).to(device)
+        # One plain line each (a bare ``plain`` score of random weights carries no other mark).
+        for w in caught:
+            print(f"topiq-loss: warning: {w.message}", file=sys.stderr)
+        return cls(loss, label, device)
+
+    def report(self, folder: bool) -> Report:
+        return Report(self.metric, self.weights, folder=folder)
+
+    @torch.no_grad()
+    def score(self, dist: torch.Tensor, ref: torch.Tensor | None) -> list[float]:
+        """Scores of a batch (N, 3, H, W) in [0, 1] (``ref`` the same shape, or None for NR)."""
+        if isinstance(self.loss, TOPIQLoss):
+            if ref is None:
+                raise ValueError("TOPIQ-FR needs REF")
+            out = self.loss.score(dist.to(self.device), ref.to(self.device))
+        else:
+            out = self.loss.score(dist.to(self.device))
+        return [float(s) for s in out.double().cpu()]
+
+
+def _format(args: argparse.Namespace) -> Format:
+    fmt: Format = args.format or ("plain" if args.quiet else "text")
+    return fmt
+
+
+def score_command(args: argparse.Namespace) -> int:
+    """``topiq-loss score DIST [REF]`` with files or folders."""
+    dist, ref = Path(args.dist), None if args.ref is None else Path(args.ref)
+    if ref is not None and dist.is_dir() != ref.is_dir():
+        raise ValueError(f"DIST and REF must both be files or both be folders; got {dist} and {ref}")
+    for given in (args.csv, args.json):  # checked before the run, not after it
+        if given is not None:
+            refuse_overwrite(given, [p for p in (dist, ref) if p is not None and p.is_file()])
+            if not Path(given).resolve().parent.is_dir():
+                raise ValueError(f"no folder to write {given} into")
+    if dist.is_dir():
+        items, unpaired = pair_by_stem(dist, ref)
+        scorer = Scorer.build(args.weights, ref is not None, args.device, args.cache_dir)
+        report = score_folders(scorer, items, unpaired, args.batch_size, progress=not args.quiet)
+        if report.unpaired:
+            print(unpaired_warning(report.unpaired), file=sys.stderr)
+    else:
+        d = read_image(dist)  # bad files fail before the network is built
+        r = None if ref is None else read_image(ref)
+        if r is not None:
+            check_same_size(d, r, dist, ref)
+        scorer = Scorer.build(args.weights, ref is not None, args.device, args.cache_dir)
+        report = scorer.report(folder=False)
+        report.rows.append(Row(dist.name, scorer.score(d, r)[0], scorer.weights))
+    if args.csv:
+        report.write_csv(args.csv)
+    if args.json:
+        report.write_json(args.json)
+    print(report.render(_format(args)))
+    return 0
+
+
+def map_command(args: argparse.Namespace) -> int:
+    """``topiq-loss map DIST [REF] -o OUT``: the quality maps as an image (format from OUT's name)."""
+    inputs = [p for p in (args.dist, args.ref) if p is not None]
+    for p in inputs:
+        if Path(p).is_dir():
+            raise ValueError(f"map takes image files, not folders; got {p}")
+    writable_format(args.output)  # before the network is built
+    refuse_overwrite(args.output, inputs)
+    dist = read_image(args.dist)
+    ref = None if args.ref is None else read_image(args.ref)
+    if ref is not None:
+        check_same_size(dist, ref, args.dist, args.ref)
+    scorer = Scorer.build(args.weights, ref is not None, args.device, args.cache_dir)
+    d = dist.to(args.device)
+    if isinstance(scorer.loss, TOPIQLoss):
+        assert ref is not None
+        maps = scorer.loss.quality_maps(d, ref.to(args.device))
+    else:
+        maps = scorer.loss.quality_maps(d)
+    save_image(render_maps(dist, ref, maps, panel=args.panel), args.output)
+    report = scorer.report(folder=False)
+    report.rows.append(Row(Path(args.dist).name, float(maps.score.double().item()), scorer.weights))
+    fmt = _format(args)
+    if fmt == "json":
+        print(report.render(fmt))
+    elif fmt == "plain":
+        print(f"{report.render(fmt)} -> {args.output}")
+    else:
+        print(f"{report.render(fmt)}; maps -> {args.output}")
+    return 0

@@ -1,0 +1,58 @@
+"""The ``weights`` command: list, fetch and verify the official checkpoint files."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .hub import default_cache_dir, download_weights
+from .integrity import digest_problem, expected, sha256_file
+from .weights import NR_WEIGHTS, WEIGHTS, WeightsEntry
+
+__all__ = ["weights_command"]
+
+
+def weights_command(args: argparse.Namespace) -> int:
+    """``topiq-loss weights list|fetch NAME|verify NAME_OR_PATH``; exit 2 when a file is refused."""
+    entries = {**WEIGHTS, **NR_WEIGHTS}
+    folder = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    if args.action == "list":
+        print(f"{'name':<7}{'kind':<6}{'file':<40}{'cached':<8}check")
+        for name, e in entries.items():
+            kind = "FR" if name in WEIGHTS else "NR"
+            path = folder / e.filename
+            full, source, record = expected(e, path)
+            check = f"pinned ({source})" if full else "recorded digest" if record else "name prefix only"
+            print(f"{name:<7}{kind:<6}{e.filename:<40}{'yes' if path.is_file() else 'no':<8}{check}")
+        print(f"cache: {folder}")
+        return 0
+    if args.action == "fetch":
+        if args.name not in entries:
+            raise ValueError(f"NAME must be one of {sorted(entries)}; got {args.name!r}")
+        path = download_weights(entries[args.name], cache_dir=folder)
+        print(f"{sha256_file(path)}  {path.name}")
+        print(f"-> {path}")
+        return 0
+    entry: WeightsEntry | None
+    if args.name in entries:
+        entry = entries[args.name]
+        path = folder / entry.filename
+        if not path.is_file():
+            raise ValueError(f"{args.name!r} is not cached at {path}: `topiq-loss weights fetch {args.name}`")
+    else:
+        path = Path(args.name)
+        if not path.is_file():
+            raise ValueError(f"no such file: {path}")
+        entry = next((e for e in entries.values() if e.filename == path.name), None)
+    digest = sha256_file(path)
+    print(f"{digest}  {path.name}")
+    if entry is None:
+        print("not an official file name: nothing to compare with", file=sys.stderr)
+        return 0
+    problem = digest_problem(digest, entry, path)
+    if problem is not None:
+        print(f"topiq-loss: refused: {problem}", file=sys.stderr)
+        return 2
+    print(f"ok: accepted as {entry.name!r}", file=sys.stderr)
+    return 0
