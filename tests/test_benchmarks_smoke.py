@@ -1,0 +1,91 @@
+"""The benchmark scripts' own logic (no timing): flag restoration, error rows, byte counting."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def gpu_check() -> ModuleType:
+    return _load("gpu_check")
+
+
+def _flags() -> tuple[bool, bool, str]:
+    return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()
+
+
+@pytest.mark.parametrize("enabled", [True, False, None])
+def test_tf32_context_restores_the_flags_even_after_an_error(gpu_check, enabled):
+    before = _flags()
+    with pytest.raises(KeyError), gpu_check.tf32(enabled):
+        if enabled is not None:
+            assert torch.backends.cuda.matmul.allow_tf32 is enabled and torch.backends.cudnn.allow_tf32 is enabled
+        raise KeyError("inside")
+    assert _flags() == before
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU exit")
+def test_gpu_check_without_a_gpu_exits_zero_with_a_message(gpu_check, capsys):
+    assert gpu_check.main(["--device", "cuda"]) == 0
+    assert "no CUDA device" in capsys.readouterr().out
+
+
+def test_a_failing_row_is_reported_in_the_table_and_the_others_still_run(gpu_check):
+    import argparse
+
+    prec = gpu_check.PRECISIONS[0]
+
+    def broken(p, t):
+        raise RuntimeError("boom at step")
+
+    good = gpu_check.Row("good", "v", prec, lambda p, t: (p * t).mean(), lambda p, t: (p * t).mean((1, 2, 3)))
+    bad = gpu_check.Row("bad", "v", prec, broken, broken)
+    report = gpu_check.Report(shapes=["1x8"], rows=[bad, good])
+    args = argparse.Namespace(budget_bench=60.0, warmup=0, repeats=2)
+    gpu_check.run_bench(report, report.rows, ["1x8"], args, torch.device("cpu"))
+    text = report.render()
+    assert report.failed
+    assert "| bad | v | fp32, TF32 off | error [1] |" in text
+    assert "[1] bad v fp32, TF32 off, ms 1x8: RuntimeError: boom at step" in text
+    assert float(good.cells["ms 1x8"]) >= 0 and "error" not in good.cells["ms 1x8"]
+
+
+def test_a_spent_budget_leaves_rows_marked_not_run(gpu_check):
+    import argparse
+
+    prec = gpu_check.PRECISIONS[0]
+    row = gpu_check.Row("m", "v", prec, lambda p, t: p.mean(), lambda p, t: p.mean((1, 2, 3)))
+    report = gpu_check.Report(shapes=["1x8"], rows=[row])
+    gpu_check.run_bench(report, report.rows, ["1x8"], argparse.Namespace(budget_bench=-1.0, warmup=0, repeats=1), torch.device("cpu"))
+    assert "not run (budget)" in report.render() and not report.failed
+
+
+def test_saved_activation_bytes_counts_each_storage_once_and_skips_weights():
+    sweep = _load("resolution_sweep")
+    w = torch.randn(1, 3, 1, 1)
+    x = torch.rand(2, 3, 16, 16)
+
+    def step(p, t):
+        # p * p saves p twice (one storage); p * w saves p and w (w is a weight)
+        return ((p * p) + (p * w)).sum()
+
+    got = sweep.saved_activation_bytes(step, x, x, {w.untyped_storage().data_ptr()})
+    assert got == x.numel() * x.element_size()
+    assert sweep.saved_activation_bytes(step, x, x, set()) == (x.numel() + w.numel()) * 4
