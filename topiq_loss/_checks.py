@@ -20,17 +20,21 @@ def eager(fn: _Fn) -> _Fn:
 
 
 MIN_SIZE = 32
+# float8 and other exotic floats are floating point too, but no network op takes them.
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 REDUCTIONS = ("mean", "sum", "none")
 
 
 def _check_one(x: object, name: str) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"`{name}` must be a torch.Tensor; got {type(x).__name__}")
-    if not x.is_floating_point():
+    if x.dtype not in FLOAT_DTYPES:
         raise TypeError(
             f"`{name}` must be a floating-point tensor (float16, bfloat16, float32 or "
             f"float64) of RGB values; got dtype {x.dtype}"
         )
+    if x.is_meta:
+        raise ValueError(f"`{name}` is on the meta device (a tensor without values); got shape {tuple(x.shape)}")
     if x.dim() != 4:
         raise ValueError(
             f"`{name}` must have shape (N, C, H, W) with C in (1, 3); got {tuple(x.shape)} "
@@ -51,7 +55,7 @@ def _check_one(x: object, name: str) -> torch.Tensor:
     return x
 
 
-def _check_finite(x: torch.Tensor, name: str) -> tuple[float, float]:
+def check_finite(x: torch.Tensor, name: str) -> tuple[float, float]:
     """Refuse NaN/inf; returns (min, max), found in the same single pass (NaN and inf
     show in the extremes)."""
     lo, hi = (float(v) for v in torch.aminmax(x.detach()))
@@ -97,7 +101,7 @@ def check_pair(
     if device is not None:
         check_device(p, device, pred_name)
     for x, name in ((p, pred_name), (t, target_name)):
-        extremes = _check_finite(x, name)
+        extremes = check_finite(x, name)
         if owner is not None:
             _range_warning(extremes, name, input_range, owner)
     return p, t
@@ -114,7 +118,7 @@ def check_image(
     t = _check_one(x, name)
     if device is not None:
         check_device(t, device, name)
-    extremes = _check_finite(t, name)
+    extremes = check_finite(t, name)
     if owner is not None:
         _range_warning(extremes, name, input_range, owner)
     return t

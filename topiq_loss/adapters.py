@@ -143,6 +143,10 @@ class _MixedLoss(nn.Module):
         self.nr = _nr_from(nr, self.nr_weight, self.topiq.objective, random)
 
     def _mix(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.topiq_weight == 0 and (self.nr is None or self.nr_weight == 0):
+            # No network term checks the values here: NaN must not pass as a pixel loss.
+            _checks.check_finite(pred, "pred")
+            _checks.check_finite(target, "target")
         terms: dict[str, torch.Tensor] = {}
         total = pred.new_zeros(pred.shape[0])
         if self.pixel is not None and self.pixel_weight > 0:
@@ -350,6 +354,7 @@ def _check_logits(x: object, name: str) -> torch.Tensor:
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.numel() == 0:
         got = f"dtype {x.dtype}, shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"`{name}` must be a non-empty floating-point tensor of raw logits; got {got}")
+    _checks.check_finite(x, name)
     return x
 
 
@@ -459,6 +464,12 @@ class GeneratorLoss(_MixedLoss):
         """``fake`` (N, C, H, W) generator output, ``real`` its ground truth, and the
         discriminator's logits on them (``real_logits`` only for ``"ragan"``)."""
         _checks.check_pair(fake, real, pred_name="fake", target_name="real")
+        for name, logits in (("fake_logits", fake_logits), ("real_logits", real_logits)):
+            if isinstance(logits, torch.Tensor) and logits.dim() > 0 and logits.shape[0] != fake.shape[0]:
+                raise ValueError(
+                    f"`{name}` must have one row per image of `fake` (batch {fake.shape[0]}); "
+                    f"got shape {tuple(logits.shape)}"
+                )
         terms = self._mix(fake, real)
         adv = adversarial_g_loss(fake_logits, real_logits, self.adversarial)  # type: ignore[arg-type]
         terms["adversarial"] = adv

@@ -215,7 +215,11 @@ class ResNet50Features(_Stages):
             channels_last = self.__dict__["_channels_last"]
             if channels_last is None:
                 channels_last = device.type == "cpu"
-            self.__dict__["_fused"] = cached = (_FusedStages(self, channels_last), key)
+            # Outside inference mode even when called inside it: a copy built under
+            # torch.inference_mode() would hold inference tensors, and the next
+            # training step could not save them for backward.
+            with torch.inference_mode(False):
+                self.__dict__["_fused"] = cached = (_FusedStages(self, channels_last), key)
         return cast(ResNet50Features | _FusedStages, cached[0])
 
     def prepare(self) -> None:

@@ -89,6 +89,13 @@ class BasicSRTOPIQLoss(nn.Module):
                 robust_samples=robust_samples,
                 objective=objective or "anchored",
             )
+        elif not isinstance(topiq, TOPIQLoss):
+            raise TypeError(f"`topiq` must be a TOPIQLoss or None; got {type(topiq).__name__}")
+        elif tuple(input_range) != topiq.input_range:
+            raise ValueError(
+                f"`input_range={tuple(input_range)}` differs from the given TOPIQLoss's "
+                f"{topiq.input_range}: set it on the TOPIQLoss (it is the one used)"
+            )
         elif objective is not None and objective != topiq.objective:
             raise ValueError(
                 f"`objective={objective!r}` differs from the given TOPIQLoss's objective {topiq.objective!r}"
@@ -109,6 +116,7 @@ class BasicSRTOPIQLoss(nn.Module):
                     f"`weight` must be None or per-sample weights with {values.numel()} elements "
                     f"(e.g. shape ({values.numel()}, 1, 1, 1)); got {got}"
                 )
+            _checks.check_finite(weight, "weight")
             values = values * weight.reshape(-1).to(values)
         loss = self.loss_weight * reduce_loss(values, self.reduction)
         return (loss, None) if self.as_perceptual else loss

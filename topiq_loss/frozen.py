@@ -7,6 +7,8 @@ no extra parameters, state-dict entries or DDP buckets; ``.to()``/``.cuda()``/
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import warnings
 from collections.abc import Callable, Mapping
@@ -21,7 +23,49 @@ from .robust import RandomTransforms, ensemble_score, private_generator
 from .trunk import CFANetTrunk
 from .weights import WeightsEntry
 
-__all__ = ["FrozenNetworkLoss", "load_network"]
+__all__ = ["FrozenNetworkLoss", "FrozenParameter", "load_network"]
+
+_PROBES = itertools.count()
+
+
+class FrozenParameter(nn.Parameter):
+    """A parameter that stays frozen: ``requires_grad_(True)`` is ignored.
+
+    Used for the network of a loss built with ``keep_in_state_dict=True``: it is then a
+    submodule, so a parent's ``requires_grad_(True)`` (GAN code toggles it per step)
+    would otherwise make it trainable and let an optimiser on the parent change it.
+    """
+
+    def requires_grad_(self, requires_grad: bool = True) -> FrozenParameter:
+        return self
+
+
+def freeze_parameters(net: nn.Module) -> None:
+    """Replace every parameter of ``net`` by a :class:`FrozenParameter` with the same data."""
+    for module in net.modules():
+        for name, p in list(module._parameters.items()):
+            if p is not None and not isinstance(p, FrozenParameter):
+                module._parameters[name] = FrozenParameter(p.detach(), requires_grad=False)
+
+
+def keeping_values(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``fn``, or a plain move to its device where ``fn`` discards values (``to_empty()``).
+
+    A parent's ``to_empty(device=...)`` reaches a loss through ``_apply``; applied to
+    the frozen network it would leave uninitialised weights that no user code restores
+    (they come from a checkpoint, not from the parent's init). A probe tells the two
+    apart: integers exact in every float dtype, different at each call, so no memory
+    left by an earlier probe can pass for kept values.
+    """
+    k = next(_PROBES) % 240 + 1
+    probe = torch.arange(k, k + 8, dtype=torch.float32)
+    out = fn(probe)
+    if not isinstance(out, torch.Tensor) or out.device.type == "meta":
+        return fn
+    if torch.equal(out.detach().to("cpu", torch.float32), probe):
+        return fn
+    device = out.device
+    return lambda t: t.to(device=device)
 
 
 def load_network(
@@ -45,7 +89,10 @@ def load_network(
         build = layout_builds.get(checkpoint_layout(state) or "", default_build)
     else:
         build = default_build
-    net = build()
+    # Under torch.device("meta") (deferred init of a large model), the loss's network
+    # would hold no values that to_empty() could bring back: build it for real.
+    with torch.device("cpu") if torch.empty(0).device.type == "meta" else contextlib.nullcontext():
+        net = build()
     if state is None:
         warnings.warn(
             "TOPIQ network built with weights='random': RANDOM weights, scores are meaningless. "
@@ -98,6 +145,7 @@ class FrozenNetworkLoss(nn.Module):
             raise TypeError(f"`generator` must be a torch.Generator or None; got {type(generator).__name__}")
         # A private generator by default: robust draws never advance torch's global RNG.
         self.generator = generator if generator is not None else private_generator()
+        self.own_generator = generator is None
         if not isinstance(net, net_type):
             raise TypeError(f"`net` must be a {net_type.__name__}; got {type(net).__name__}")
         self.reduction = _checks.check_reduction(reduction)
@@ -108,12 +156,18 @@ class FrozenNetworkLoss(nn.Module):
         self.keep_in_state_dict = _checks.check_bool(keep_in_state_dict, "keep_in_state_dict")
         fuse_backbone = _checks.check_optional_bool(fuse_backbone, "fuse_backbone")
         channels_last = _checks.check_optional_bool(channels_last, "channels_last")
+        if any(t.is_meta for t in itertools.chain(net.parameters(), net.buffers())):
+            raise ValueError(
+                "`net` has tensors on the meta device (no values): build the network outside "
+                "`torch.device('meta')` and load its weights before giving it to the loss"
+            )
         net.requires_grad_(False).eval()
         if fuse_backbone is not None or channels_last is not None:
             fuse = net.semantic_model.fused_enabled if fuse_backbone is None else bool(fuse_backbone)
             net.semantic_model.set_fused(fuse, channels_last)
         net.semantic_model.prepare()
         if self.keep_in_state_dict:
+            freeze_parameters(net)
             self._net = net
         else:
             # A plain attribute: invisible to parameters(), state_dict(), train() and
@@ -127,10 +181,18 @@ class FrozenNetworkLoss(nn.Module):
         return self._net if self.keep_in_state_dict else self.__dict__["_frozen"][0]
 
     def _apply(self, fn: Callable[..., Any], recurse: bool = True) -> FrozenNetworkLoss:
+        fn = keeping_values(fn)
         super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
         if not self.keep_in_state_dict and recurse:
             self.__dict__["_frozen"][0]._apply(fn, recurse)
         return self
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)  # type: ignore[no-untyped-call]
+        if self.own_generator:
+            # Each unpickled copy (a spawned DDP rank, a dataloader worker) draws its own
+            # transforms; a user's seeded generator is kept as given.
+            self.generator = private_generator()
 
     def train(self, mode: bool = True) -> FrozenNetworkLoss:
         """No-op: the loss always stays in eval mode (frozen BatchNorm, no dropout)."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ._checks import MIN_SIZE
+from ._checks import MIN_SIZE, check_bool
 
 __all__ = ["RandomTransforms", "ensemble_score", "private_generator"]
 
@@ -26,7 +26,9 @@ class RandomTransforms:
     """Which transforms the ensemble draws from, per sample and per call.
 
     Attributes:
-        max_shift: translation by 0..max_shift px in each axis (reflect padding, size kept).
+        max_shift: translation by 0..max_shift px in each axis (reflect padding, size
+            kept); clamped to ``side - 1`` for images smaller than that (reflect padding
+            needs a border narrower than the image).
         flips: horizontal and vertical flips, each with probability 1/2.
         transpose: swap H and W with probability 1/2.
         downscale: integer 2x2 box downscale with probability 1/2, when both sides stay
@@ -51,6 +53,12 @@ class RandomTransforms:
     downscale: bool = True
     colour: bool = False
 
+    def __post_init__(self) -> None:
+        if isinstance(self.max_shift, bool) or not isinstance(self.max_shift, int) or self.max_shift < 0:
+            raise ValueError(f"`max_shift` must be an int >= 0 (pixels); got {self.max_shift!r}")
+        for name in ("flips", "transpose", "downscale", "colour"):
+            check_bool(getattr(self, name), name)
+
 
 def private_generator() -> torch.Generator:
     """A CPU generator seeded from the OS: draws never touch torch's global RNG."""
@@ -62,8 +70,8 @@ def _draw(n: int, h: int, w: int, cfg: RandomTransforms, gen: torch.Generator) -
         return torch.rand(n, generator=gen) < 0.5
 
     params = {
-        "dy": torch.randint(0, cfg.max_shift + 1, (n,), generator=gen),
-        "dx": torch.randint(0, cfg.max_shift + 1, (n,), generator=gen),
+        "dy": torch.randint(0, min(cfg.max_shift, h - 1) + 1, (n,), generator=gen),
+        "dx": torch.randint(0, min(cfg.max_shift, w - 1) + 1, (n,), generator=gen),
         "hflip": coin() if cfg.flips else torch.zeros(n, dtype=torch.bool),
         "vflip": coin() if cfg.flips else torch.zeros(n, dtype=torch.bool),
         "transpose": coin() if cfg.transpose else torch.zeros(n, dtype=torch.bool),
@@ -80,7 +88,7 @@ def _transform_one(x: torch.Tensor, p: dict[str, torch.Tensor], i: int) -> torch
     h, w = x.shape[-2:]
     dy, dx = int(p["dy"][i]), int(p["dx"][i])
     if dy or dx:
-        # Reflect padding needs pad < size: guaranteed since H, W >= 32 > max_shift.
+        # Reflect padding needs pad < size: _draw clamps the shift to size - 1.
         x = F.pad(x, (dx, 0, dy, 0), mode="reflect")[..., :h, :w]
     if bool(p["hflip"][i]):
         x = x.flip(-1)
