@@ -2,7 +2,7 @@
 
 A crop of scikit-image's chelsea photo is blurred, made noisy and JPEG-compressed.
 Starting from that degraded observation ``y``, the pixels ``x`` are optimised with Adam
-to minimise ``(1 - TOPIQ(x, reference)) + fidelity_weight * MSE(x, y)``: TOPIQ pulls
+to minimise ``TOPIQLoss(x, reference) + fidelity_weight * MSE(x, y)`` (anchored at the reference): TOPIQ pulls
 towards the reference's appearance, the fidelity term keeps ``x`` close to what was
 observed (and so limits adversarial drift of the metric). Three runs, same steps:
 TOPIQ alone (fidelity 0), robust TOPIQ alone (the random-transformation ensemble,
@@ -52,7 +52,7 @@ def optimise(
     # The reference never changes: its backbone features are computed once (a robust
     # loss transforms it at every step instead).
     fixed = (lambda p: topiq(p, ref)) if topiq.robust else topiq.with_target(ref)
-    curves: dict[str, list[float]] = {"MSE to observed": [], "1 - TOPIQ": []}
+    curves: dict[str, list[float]] = {"MSE to observed": [], "TOPIQ loss": []}
     for _ in tqdm(range(args.steps), desc=name, unit="step"):
         fidelity = pixel_loss(x, observed, "mse")
         perceptual = fixed(x)
@@ -63,7 +63,7 @@ def optimise(
         with torch.no_grad():
             x.clamp_(0, 1)  # stay a valid image
         curves["MSE to observed"].append(fidelity.item())
-        curves["1 - TOPIQ"].append(perceptual.item())
+        curves["TOPIQ loss"].append(perceptual.item())
     return x.detach(), curves
 
 

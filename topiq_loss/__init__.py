@@ -36,7 +36,7 @@ from .weights import (
     WeightsEntry,
 )
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "CFANetFR",

@@ -1,0 +1,44 @@
+"""The README's tour runs as written (offline: the two registry loads give seeded test networks)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import topiq_loss.loss as loss_mod
+import topiq_loss.loss_nr as loss_nr_mod
+
+ROOT = Path(__file__).parents[1]
+
+
+def _tour(path: Path) -> str:
+    text = path.read_text()
+    start = text.index("## A short tour")
+    block = re.search(r"```python\n(.*?)```", text[start:], re.S)
+    assert block, f"no python block under 'A short tour' in {path.name}"
+    return block.group(1)
+
+
+def test_the_tour_is_the_same_on_github_and_on_the_site():
+    assert _tour(ROOT / "README.md") == _tour(ROOT / "docs" / "index.md")
+
+
+def test_the_readme_tour_runs_as_written(monkeypatch, net):
+    from seeded_weights import seeded_state_dict
+
+    from topiq_loss import CFANetNR
+
+    nr = CFANetNR()
+    nr.load_state_dict(seeded_state_dict(nr.state_dict(), seed=7), strict=True)
+    names = []
+
+    def fake_load(weights, registry, *args, **kwargs):
+        names.append(weights)
+        return (net if "kadid" in registry else nr), registry.get(str(weights))  # shared, never modified
+
+    monkeypatch.setattr(loss_mod, "load_network", fake_load)
+    monkeypatch.setattr(loss_nr_mod, "load_network", fake_load)
+    namespace: dict[str, object] = {}
+    exec(compile(_tour(ROOT / "README.md"), "README.md tour", "exec"), namespace)  # noqa: S102
+    assert namespace["sr"].grad is not None  # type: ignore[attr-defined]
+    assert names.count("kadid") >= 3 and "koniq" in names
