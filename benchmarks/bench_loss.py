@@ -112,6 +112,8 @@ def build_rows(device: str, with_compile: bool) -> list[tuple[str, Step, set[int
     ptrs = lambda m: {p.untyped_storage().data_ptr() for p in m.parameters()}  # noqa: E731
     rows: list[tuple[str, Step, set[int]]] = []
     rows.append(("topiq_loss fp32 (default: fused)", lambda p, t: loss(p, t), ptrs(loss.net)))
+    published = TOPIQLoss(net=loss.net, objective="score")
+    rows.append(("topiq_loss fp32 objective=score", lambda p, t: published(p, t), ptrs(loss.net)))
     ref_net = CFANetFR()
     ref_net.load_state_dict(state)
     plain = TOPIQLoss(net=ref_net.requires_grad_(False), fuse_backbone=False).to(device)
@@ -181,11 +183,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per row (median), after 1 warm-up")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--compile", action="store_true", help="add a torch.compile (inductor) row")
+    ap.add_argument("--only", nargs="+", default=None, help="keep the rows whose label contains one of these")
     args = ap.parse_args(argv)
     dev = torch.device(args.device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"# torch {torch.__version__}, {name}; forward+backward, median of {args.repeats} (rows in turn)")
     rows = build_rows(dev.type, args.compile)
+    if args.only:
+        # The fast bound stays last: the "x fast bound" column divides by it.
+        rows = [r for r in rows[:-1] if any(k in r[0] for k in args.only)] + rows[-1:]
     for shape in args.shapes:
         batch, size = (int(v) for v in shape.split("x"))
         g = torch.Generator().manual_seed(size)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import sys
 import warnings
 import weakref
 from collections.abc import Callable, Sequence
@@ -74,8 +76,12 @@ def check_pair(
     target_name: str = "target",
     input_range: tuple[float, float] = (0.0, 1.0),
     owner: object | None = None,
+    values: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate a (prediction, target) image pair; returns them unchanged.
+
+    With ``values=False`` only what needs no host sync is checked (type, dtype,
+    shape, device); :func:`check_values` then reads the values once per call.
 
     ``device``, when given, is where the network lives; the images must be there.
     With an ``owner`` (the network), values far outside ``input_range`` warn once
@@ -100,10 +106,8 @@ def check_pair(
         )
     if device is not None:
         check_device(p, device, pred_name)
-    for x, name in ((p, pred_name), (t, target_name)):
-        extremes = check_finite(x, name)
-        if owner is not None:
-            _range_warning(extremes, name, input_range, owner)
+    if values:
+        check_values([(p, pred_name), (t, target_name)], input_range=input_range, owner=owner)
     return p, t
 
 
@@ -113,15 +117,55 @@ def check_image(
     device: torch.device | None = None,
     input_range: tuple[float, float] = (0.0, 1.0),
     owner: object | None = None,
+    values: bool = True,
 ) -> torch.Tensor:
-    """Validate one image batch (type, dtype, shape, size, device, finite); returns it."""
+    """Validate one image batch (type, dtype, shape, size, device and, with ``values``,
+    finite); returns it."""
     t = _check_one(x, name)
     if device is not None:
         check_device(t, device, name)
-    extremes = check_finite(t, name)
-    if owner is not None:
-        _range_warning(extremes, name, input_range, owner)
+    if values:
+        check_values([(t, name)], input_range=input_range, owner=owner)
     return t
+
+
+def read_host(t: torch.Tensor) -> list[float]:
+    """``t.tolist()``: every value check's device-to-host read goes through here (counted
+    by tests/test_host_syncs.py)."""
+    return cast(list[float], t.tolist())
+
+
+@eager
+def check_values(
+    images: Sequence[tuple[torch.Tensor, str]],
+    score: torch.Tensor | None = None,
+    score_names: str = "",
+    input_range: tuple[float, float] = (0.0, 1.0),
+    owner: object | None = None,
+) -> None:
+    """Every value check of one call, read with a single host sync.
+
+    Images with NaN or inf are refused (naming them, inputs first); a non-finite
+    ``score`` (an overflow inside the network) is refused; values far outside
+    ``input_range`` warn once per ``owner``. The reductions are queued on the device
+    and read together, so a GPU training step stalls once, not once per check.
+    """
+    parts = [torch.stack(torch.aminmax(x.detach().reshape(-1))).to(torch.float64) for x, _ in images]
+    if score is not None:
+        parts.append(torch.isfinite(score.detach()).all().to(torch.float64).reshape(1))
+    read = read_host(torch.cat(parts))  # the one host sync
+    extremes = [(read[2 * i], read[2 * i + 1]) for i in range(len(images))]
+    for (x, name), (lo, hi) in zip(images, extremes, strict=True):
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            check_finite(x, name)  # counts the bad values (error path only)
+    if score is not None and read[-1] == 0:
+        raise ValueError(
+            f"{score_names} gave a non-finite TOPIQ score ({score.detach().flatten()[:4].tolist()}): "
+            f"the values overflow inside the network; check their scale"
+        )
+    if owner is not None:
+        for (_, name), ext in zip(images, extremes, strict=True):
+            _range_warning(ext, name, input_range, owner)
 
 
 def check_device(x: torch.Tensor, device: torch.device, name: str = "pred") -> None:
@@ -215,16 +259,14 @@ def _range_warning(
         f"`{name}` has values in [{lo:.4g}, {hi:.4g}], far outside input_range={input_range}: "
         f"{hint}. The score of such inputs is meaningless. (Warned once per loss.)",
         UserWarning,
-        stacklevel=5,
+        stacklevel=_user_stacklevel(),
     )
 
 
-@eager
-def check_score(score: torch.Tensor, names: str) -> torch.Tensor:
-    """A finite input can still overflow inside the network: refuse a non-finite score."""
-    if not bool(torch.isfinite(score).all()):
-        raise ValueError(
-            f"{names} gave a non-finite TOPIQ score ({score.detach().flatten()[:4].tolist()}): "
-            f"the values overflow inside the network; check their scale"
-        )
-    return score
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` of the first frame outside topiq_loss and torch: the user's line."""
+    inside = (os.path.dirname(__file__), os.path.dirname(torch.__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(inside):
+        frame, level = frame.f_back, level + 1  # type: ignore[assignment]
+    return level

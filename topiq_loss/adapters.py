@@ -142,11 +142,9 @@ class _MixedLoss(nn.Module):
         random = topiq_kwargs.get("weights", "") in (None, "random")
         self.nr = _nr_from(nr, self.nr_weight, self.topiq.objective, random)
 
-    def _mix(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self.topiq_weight == 0 and (self.nr is None or self.nr_weight == 0):
-            # No network term checks the values here: NaN must not pass as a pixel loss.
-            _checks.check_finite(pred, "pred")
-            _checks.check_finite(target, "target")
+    def _mix(
+        self, pred: torch.Tensor, target: torch.Tensor, names: tuple[str, str] = ("pred", "target")
+    ) -> dict[str, torch.Tensor]:
         terms: dict[str, torch.Tensor] = {}
         total = pred.new_zeros(pred.shape[0])
         if self.pixel is not None and self.pixel_weight > 0:
@@ -154,14 +152,20 @@ class _MixedLoss(nn.Module):
             total = total + self.pixel_weight * terms["pixel"]
         if self.topiq_weight > 0:
             # Per sample, by the TOPIQLoss's objective; its own loss_weight/reduction are not used.
-            terms["topiq"] = self.topiq.loss_values(pred, target)
+            terms["topiq"] = self.topiq.loss_values(pred, target, check_values=False)
             total = total + self.topiq_weight * terms["topiq"]
         if self.nr is not None and self.nr_weight > 0:
             # 0 is best, whatever the NR entry's range; anchored to the target unless the
             # NR loss scores images alone. Its own weight and reduction are not used.
             anchored = self.nr.objective == "anchored"
-            terms["nr"] = self.nr.loss_values(pred, target if anchored else None)
+            terms["nr"] = self.nr.loss_values(pred, target if anchored else None, check_values=False)
             total = total + self.nr_weight * terms["nr"]
+        if self.topiq.check_values:
+            # The images and the total are read once here (one host sync), not again by
+            # each term; NaN must not pass as a pixel loss either.
+            images = [(pred, names[0]), (target, names[1])]
+            _checks.check_values(images, total, f"`{names[0]}` and `{names[1]}`", self.topiq.input_range,
+                                 owner=self.topiq.net)
         terms = {k: reduce_loss(v, self.reduction) for k, v in terms.items()}
         terms["total"] = reduce_loss(total, self.reduction)
         return terms
@@ -340,8 +344,8 @@ class DenoiseLoss(_MixedLoss):
     ) -> dict[str, torch.Tensor]:
         """``{"pixel", "topiq", "total"}`` (unweighted parts, weighted total), reduced."""
         est = self.estimate(output, noisy)
-        _checks.check_pair(est, clean, pred_name="output", target_name="clean")
-        return self._mix(est, clean)
+        _checks.check_pair(est, clean, pred_name="output", target_name="clean", values=False)
+        return self._mix(est, clean, ("output", "clean"))
 
     def forward(
         self, output: torch.Tensor, clean: torch.Tensor, noisy: torch.Tensor | None = None
@@ -463,14 +467,14 @@ class GeneratorLoss(_MixedLoss):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``fake`` (N, C, H, W) generator output, ``real`` its ground truth, and the
         discriminator's logits on them (``real_logits`` only for ``"ragan"``)."""
-        _checks.check_pair(fake, real, pred_name="fake", target_name="real")
+        _checks.check_pair(fake, real, pred_name="fake", target_name="real", values=False)
         for name, logits in (("fake_logits", fake_logits), ("real_logits", real_logits)):
             if isinstance(logits, torch.Tensor) and logits.dim() > 0 and logits.shape[0] != fake.shape[0]:
                 raise ValueError(
                     f"`{name}` must have one row per image of `fake` (batch {fake.shape[0]}); "
                     f"got shape {tuple(logits.shape)}"
                 )
-        terms = self._mix(fake, real)
+        terms = self._mix(fake, real, ("fake", "real"))
         adv = adversarial_g_loss(fake_logits, real_logits, self.adversarial)  # type: ignore[arg-type]
         terms["adversarial"] = adv
         total = terms["total"] + self.adversarial_weight * adv

@@ -130,8 +130,12 @@ class FrozenNetworkLoss(nn.Module):
         robust_samples: int = 1,
         robust_transforms: RandomTransforms | None = None,
         generator: torch.Generator | None = None,
+        check_values: bool = True,
     ) -> None:
         super().__init__()
+        #: NaN/inf and range checks of the images and the score, read with one host sync
+        #: per call; False makes none (shapes, dtypes and devices are always checked).
+        self.check_values = _checks.check_bool(check_values, "check_values")
         self.robust = _checks.check_bool(robust, "robust")
         if isinstance(robust_samples, bool) or not isinstance(robust_samples, int) or robust_samples < 1:
             raise ValueError(f"`robust_samples` must be an int >= 1; got {robust_samples!r}")

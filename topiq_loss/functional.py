@@ -60,15 +60,20 @@ def prepare_pair(
     target: torch.Tensor,
     net: CFANetFR,
     input_range: tuple[float, float] = (0.0, 1.0),
+    values: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Check inputs and bring them to the network's convention: RGB in [0, 1], its dtype.
 
     Grey images (C = 1) are repeated to 3 channels. Values outside the range are
     passed through unchanged, as the reference model does (network outputs often
-    overshoot slightly). Never modifies the inputs in place.
+    overshoot slightly). Never modifies the inputs in place. ``values=False`` leaves
+    the value checks to the caller (:func:`~topiq_loss._checks.check_values`, once
+    per call together with the score's).
     """
     low, high = _checks.check_input_range(input_range)
-    pred, target = _checks.check_pair(pred, target, device=net.h_emb.device, input_range=(low, high), owner=net)
+    pred, target = _checks.check_pair(
+        pred, target, device=net.h_emb.device, input_range=(low, high), owner=net, values=values
+    )
     net.semantic_model.prepare()
     return to_unit_rgb(pred, net, low, high), to_unit_rgb(target, net, low, high)
 
@@ -79,6 +84,7 @@ def prepare_pred(
     target_shape: tuple[int, ...],
     net: CFANetFR,
     input_range: tuple[float, float] = (0.0, 1.0),
+    values: bool = True,
 ) -> torch.Tensor:
     """:func:`prepare_pair` for a prediction scored against cached target features.
 
@@ -86,7 +92,9 @@ def prepare_pred(
     target's, or the target's batch must be 1 (one reference for many candidates).
     """
     low, high = _checks.check_input_range(input_range)
-    pred = _checks.check_image(pred, "pred", device=net.h_emb.device, input_range=(low, high), owner=net)
+    pred = _checks.check_image(
+        pred, "pred", device=net.h_emb.device, input_range=(low, high), owner=net, values=values
+    )
     n, c, h, w = target_shape
     if pred.shape[1:] != (c, h, w) or (n != 1 and pred.shape[0] != n):
         raise ValueError(
@@ -115,6 +123,7 @@ def topiq_fr(
     input_range: tuple[float, float] = (0.0, 1.0),
     checkpoint: bool = False,
     amp_backbone: bool = False,
+    check_values: bool = True,
 ) -> torch.Tensor:
     """TOPIQ-FR quality of ``pred`` against ``target`` (higher is better).
 
@@ -128,16 +137,25 @@ def topiq_fr(
         amp_backbone: under ``torch.autocast``, run the backbone in half precision too
             (faster, but input gradients only ~0.97-0.998 cosine to fp32); by default
             it stays in float32 and only the attention head follows autocast.
+        check_values: refuse NaN/inf inputs and scores and warn about out-of-range
+            values, with one host sync per call; ``False`` makes none (shapes, dtypes
+            and devices are always checked).
 
     Returns:
         (N,) scores, about 0..1 with the official weights.
     """
     if isinstance(target, TargetFeatures):
-        p = prepare_pred(pred, target.shape, net, input_range)
+        p = prepare_pred(pred, target.shape, net, input_range, values=False)
         feats = net.backbone_features(p, checkpoint, amp_backbone)
-        return _checks.check_score(net.head(feats, list(target.features), checkpoint).score, "`pred`")
-    p, t = prepare_pair(pred, target, net, input_range)
-    return _checks.check_score(net(p, t, checkpoint=checkpoint, amp_backbone=amp_backbone), "`pred` and `target`")
+        score = net.head(feats, list(target.features), checkpoint).score
+        images = [(pred, "pred")]
+    else:
+        p, t = prepare_pair(pred, target, net, input_range, values=False)
+        score = net(p, t, checkpoint=checkpoint, amp_backbone=amp_backbone)
+        images = [(pred, "pred"), (target, "target")]
+    if check_values:
+        _checks.check_values(images, score, " and ".join(f"`{n}`" for _, n in images), input_range, owner=net)
+    return score
 
 
 def topiq_fr_features(
@@ -163,6 +181,7 @@ def topiq_fr_loss(
     input_range: tuple[float, float] = (0.0, 1.0),
     checkpoint: bool = False,
     amp_backbone: bool = False,
+    check_values: bool = True,
 ) -> torch.Tensor:
     """The TOPIQ-FR loss of ``pred`` against ``target``: lower is better, ready to minimise.
 
@@ -184,20 +203,21 @@ def topiq_fr_loss(
     weight = _checks.check_loss_weight(loss_weight)
     _checks.check_reduction(reduction)
     objective = check_objective(objective)
-    if objective == "score":
+    if objective == "score" or isinstance(target, TargetFeatures):
         score = topiq_fr(
-            pred, target, net=net, input_range=input_range, checkpoint=checkpoint, amp_backbone=amp_backbone
+            pred, target, net=net, input_range=input_range, checkpoint=checkpoint, amp_backbone=amp_backbone,
+            check_values=check_values,
         )
-        return weight * reduce_loss(1.0 - score, reduction)
-    if isinstance(target, TargetFeatures):
-        score = topiq_fr(
-            pred, target, net=net, input_range=input_range, checkpoint=checkpoint, amp_backbone=amp_backbone
-        )
-        anchor = target.anchor
+        if objective == "score":
+            return weight * reduce_loss(1.0 - score, reduction)
+        anchor = target.anchor  # type: ignore[union-attr]
     else:
-        p, t = prepare_pair(pred, target, net, input_range)
+        p, t = prepare_pair(pred, target, net, input_range, values=False)
         score, anchor = net.score_and_anchor(p, t, checkpoint=checkpoint, amp_backbone=amp_backbone)
-        _checks.check_score(score, "`pred` and `target`")
+        if check_values:
+            _checks.check_values(
+                [(pred, "pred"), (target, "target")], score, "`pred` and `target`", input_range, owner=net
+            )
     return weight * reduce_loss(anchored_penalty(anchor.to(score.dtype) - score), reduction)
 
 

@@ -35,11 +35,14 @@ def prepare_image(
     net: CFANetNR,
     input_range: tuple[float, float] = (0.0, 1.0),
     resize: int | None = None,
+    values: bool = True,
+    name: str = "img",
 ) -> torch.Tensor:
     """Check ``img`` and bring it to the network's convention: RGB in [0, 1], its dtype,
-    the short side ``resize`` (None: as given). Never modifies the input in place."""
+    the short side ``resize`` (None: as given). Never modifies the input in place.
+    ``values=False`` leaves the value checks to the caller."""
     low, high = _checks.check_input_range(input_range)
-    img = _checks.check_image(img, "img", device=net.h_emb.device, input_range=(low, high), owner=net)
+    img = _checks.check_image(img, name, device=net.h_emb.device, input_range=(low, high), owner=net, values=values)
     if resize is not None and (isinstance(resize, bool) or not isinstance(resize, int) or resize < 32):
         raise ValueError(f"`resize` must be None or an int >= 32 (short side in pixels); got {resize!r}")
     net.semantic_model.prepare()
@@ -55,6 +58,7 @@ def topiq_nr(
     resize: int | None = None,
     checkpoint: bool = False,
     amp_backbone: bool = False,
+    check_values: bool = True,
 ) -> torch.Tensor:
     """No-reference TOPIQ score of ``img`` (higher is better).
 
@@ -66,12 +70,17 @@ def topiq_nr(
             The official FLIVE and AVA models expect 384 (their registry entries say so).
         checkpoint: recompute backbone activations in backward (saves memory).
         amp_backbone: under autocast, run the backbone in half precision too.
+        check_values: NaN/inf and range checks with one host sync (see
+            :func:`~topiq_loss.topiq_fr`); ``False`` makes none.
 
     Returns:
         (N,) scores: about 0..1 for the quality models, 1..10 for aesthetics.
     """
-    x = prepare_image(img, net, input_range, resize)
-    return _checks.check_score(net(x, checkpoint=checkpoint, amp_backbone=amp_backbone), "`img`")
+    x = prepare_image(img, net, input_range, resize, values=False)
+    score: torch.Tensor = net(x, checkpoint=checkpoint, amp_backbone=amp_backbone)
+    if check_values:
+        _checks.check_values([(img, "img")], score, "`img`", input_range, owner=net)
+    return score
 
 
 def topiq_nr_features(
@@ -105,6 +114,7 @@ def topiq_nr_loss(
     resize: int | None = None,
     checkpoint: bool = False,
     amp_backbone: bool = False,
+    check_values: bool = True,
 ) -> torch.Tensor:
     """The no-reference TOPIQ loss of ``img``, 0 is best, ready to minimise.
 
@@ -138,15 +148,20 @@ def topiq_nr_loss(
             "use objective='anchored' to compare with the target, or drop the target"
         )
     if target is not None:
-        _checks.check_pair(img, target, pred_name="img", target_name="target")
+        _checks.check_pair(img, target, pred_name="img", target_name="target", values=False)
     score = topiq_nr(
-        img, net=net, input_range=input_range, resize=resize, checkpoint=checkpoint, amp_backbone=amp_backbone
+        img, net=net, input_range=input_range, resize=resize, checkpoint=checkpoint, amp_backbone=amp_backbone,
+        check_values=False,
     )
+    images = [(img, "img")]
     if target is None:
         values = score_to_loss(score, (worst, best))
     else:
         with torch.no_grad():
             anchor = topiq_nr(target.detach(), net=net, input_range=input_range, resize=resize,
-                              amp_backbone=amp_backbone)
+                              amp_backbone=amp_backbone, check_values=False)
         values = anchored_penalty((anchor.to(score.dtype) - score) / (best - worst))
+        images.append((target, "target"))
+    if check_values:
+        _checks.check_values(images, values, " and ".join(f"`{n}`" for _, n in images), input_range, owner=net)
     return weight * reduce_loss(values, reduction)

@@ -99,6 +99,9 @@ class TOPIQLoss(FrozenNetworkLoss):
             channel permutation and per-channel gain).
         generator: a seeded ``torch.Generator`` for reproducible draws; by default a
             private one seeded from the OS (torch's global RNG is never advanced).
+        check_values: refuse NaN/inf images and scores and warn about out-of-range
+            values, reading them with one host sync per call (default); ``False``
+            makes none, for a GPU loop whose data is known good. Also an attribute.
 
     Shape:
         - pred, target: (N, 3, H, W) or (N, 1, H, W), H, W >= 32, floating point.
@@ -132,6 +135,7 @@ class TOPIQLoss(FrozenNetworkLoss):
         robust_transforms: RandomTransforms | None = None,
         generator: torch.Generator | None = None,
         objective: Objective = "anchored",
+        check_values: bool = True,
     ) -> None:
         objective = check_objective(objective)
         if net is None:
@@ -154,6 +158,7 @@ class TOPIQLoss(FrozenNetworkLoss):
             robust_samples,
             robust_transforms,
             generator,
+            check_values,
         )
         self.weights_name = self_weights_name
         self.objective: Objective = objective
@@ -180,18 +185,21 @@ class TOPIQLoss(FrozenNetworkLoss):
         """
         return self.loss_weight * reduce_loss(self.loss_values(pred, target), self.reduction)
 
-    def loss_values(self, pred: torch.Tensor, target: torch.Tensor | TargetFeatures) -> torch.Tensor:
+    def loss_values(
+        self, pred: torch.Tensor, target: torch.Tensor | TargetFeatures, check_values: bool | None = None
+    ) -> torch.Tensor:
         """(N,) unweighted, unreduced loss of ``pred`` against ``target`` for this
         loss's ``objective``; with ``robust=True`` the mean over the random transforms,
-        each applied to both terms alike."""
+        each applied to both terms alike. ``check_values`` overrides the loss's setting
+        for this call (an adapter that checked the images already passes False)."""
 
-        def values(p: torch.Tensor, t: torch.Tensor | TargetFeatures) -> torch.Tensor:
+        def values(p: torch.Tensor, t: torch.Tensor | TargetFeatures, check: bool) -> torch.Tensor:
             return topiq_fr_loss(
                 p, t, net=self.net, objective=self.objective, reduction="none", input_range=self.input_range,
-                checkpoint=self.checkpoint, amp_backbone=self.amp_backbone,
+                checkpoint=self.checkpoint, amp_backbone=self.amp_backbone, check_values=check,
             )
 
-        return self._per_sample(values, pred, target)
+        return self._per_sample(values, pred, target, check_values)
 
     def score(self, pred: torch.Tensor, target: torch.Tensor | TargetFeatures) -> torch.Tensor:
         """(N,) TOPIQ-FR quality of ``pred`` against ``target``, higher is better.
@@ -200,27 +208,34 @@ class TOPIQLoss(FrozenNetworkLoss):
         applied identically to ``pred`` and ``target`` (evaluation of the robust metric).
         """
 
-        def fr(p: torch.Tensor, t: torch.Tensor | TargetFeatures) -> torch.Tensor:
+        def fr(p: torch.Tensor, t: torch.Tensor | TargetFeatures, check: bool) -> torch.Tensor:
             return topiq_fr(
                 p, t, net=self.net, input_range=self.input_range, checkpoint=self.checkpoint,
-                amp_backbone=self.amp_backbone,
+                amp_backbone=self.amp_backbone, check_values=check,
             )
 
         return self._per_sample(fr, pred, target)
 
     def _per_sample(
         self,
-        fn: Callable[[torch.Tensor, torch.Tensor | TargetFeatures], torch.Tensor],
+        fn: Callable[[torch.Tensor, torch.Tensor | TargetFeatures, bool], torch.Tensor],
         pred: torch.Tensor,
         target: torch.Tensor | TargetFeatures,
+        check_values: bool | None = None,
     ) -> torch.Tensor:
-        """``fn(pred, target)``, or with ``robust=True`` its mean over random transforms."""
+        """``fn(pred, target, check)``, or with ``robust=True`` its mean over random
+        transforms; the values are checked once per call either way."""
+        check = self.check_values if check_values is None else check_values
         if not self.robust:
-            return fn(pred, target)
+            return fn(pred, target, check)
         if isinstance(target, TargetFeatures):
             raise ValueError(_ROBUST_TARGET)
-        _checks.check_pair(pred, target)  # before any transform touches them
-        return self._ensemble(fn, pred, target)
+        _checks.check_pair(pred, target, values=False)  # before any transform touches them
+        out = self._ensemble(lambda p, t: fn(p, t, False), pred, target)
+        if check:
+            _checks.check_values([(pred, "pred"), (target, "target")], out, "`pred` and `target`",
+                                 self.input_range, owner=self.net)
+        return out
 
     def with_target(self, target: torch.Tensor) -> TOPIQTarget:
         """This loss against a fixed ``target`` whose backbone features are computed once.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Literal, cast
 
 import torch
@@ -78,6 +79,8 @@ class TOPIQNRLoss(FrozenNetworkLoss):
         robust_samples: transforms averaged per call.
         robust_transforms: which transforms (:class:`RandomTransforms`).
         generator: a seeded ``torch.Generator`` for reproducible draws.
+        check_values: NaN/inf and range checks with one host sync per call (default);
+            ``False`` makes none.
 
     Shape:
         - img: (N, 3, H, W) or (N, 1, H, W), H, W >= 32, floating point, in ``input_range``.
@@ -113,6 +116,7 @@ class TOPIQNRLoss(FrozenNetworkLoss):
         robust_transforms: RandomTransforms | None = None,
         generator: torch.Generator | None = None,
         objective: Objective = "anchored",
+        check_values: bool = True,
     ) -> None:
         objective = check_objective(objective)
         entry = None
@@ -137,6 +141,7 @@ class TOPIQNRLoss(FrozenNetworkLoss):
             robust_samples,
             robust_transforms,
             generator,
+            check_values,
         )
         self.weights_name = name
         self.objective: Objective = objective
@@ -165,39 +170,53 @@ class TOPIQNRLoss(FrozenNetworkLoss):
         Gradients flow to ``img``, never to ``target``."""
         return self.loss_weight * reduce_loss(self.loss_values(img, target), self.reduction)
 
-    def loss_values(self, img: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+    def loss_values(
+        self, img: torch.Tensor, target: torch.Tensor | None = None, check_values: bool | None = None
+    ) -> torch.Tensor:
         """(N,) unweighted, unreduced loss (see the class); with ``robust=True`` the mean
-        over the random transforms, each applied to ``img`` and ``target`` alike."""
+        over the random transforms, each applied to ``img`` and ``target`` alike.
+        ``check_values`` overrides the loss's setting for this call."""
+        check = self.check_values if check_values is None else check_values
 
-        def values(x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        def values(x: torch.Tensor, t: torch.Tensor | None = None, check: bool = False) -> torch.Tensor:
             return topiq_nr_loss(
                 x, t, net=self.net, objective=self.objective, score_range=self.score_range, reduction="none",
                 input_range=self.input_range, resize=self.resize, checkpoint=self.checkpoint,
-                amp_backbone=self.amp_backbone,
+                amp_backbone=self.amp_backbone, check_values=check,
             )
 
         if not self.robust or (target is not None and self.objective == "score"):
-            return values(img, target)  # (the latter refuses the target, before any transform)
-        if target is None:
-            _checks.check_image(img, "img")
-            return self._ensemble(values, img)
-        _checks.check_pair(img, target, pred_name="img", target_name="target")
-        return self._ensemble(values, img, target)
+            return values(img, target, check)  # (the latter refuses the target, before any transform)
+        return self._robust(values, check, img, target)
 
     def score(self, img: torch.Tensor) -> torch.Tensor:
         """(N,) raw score of ``img``, higher is better (within ``score_range``, about);
         the ensemble mean with ``robust=True``."""
 
-        def nr(x: torch.Tensor) -> torch.Tensor:
+        def nr(x: torch.Tensor, check: bool = False) -> torch.Tensor:
             return topiq_nr(
                 x, net=self.net, input_range=self.input_range, resize=self.resize,
-                checkpoint=self.checkpoint, amp_backbone=self.amp_backbone,
+                checkpoint=self.checkpoint, amp_backbone=self.amp_backbone, check_values=check,
             )
 
-        if self.robust:
-            _checks.check_image(img, "img")
-            return self._ensemble(nr, img)
-        return nr(img)
+        if not self.robust:
+            return nr(img, self.check_values)
+        return self._robust(nr, self.check_values, img)
+
+    def _robust(
+        self, fn: Callable[..., torch.Tensor], check: bool, img: torch.Tensor, target: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The ensemble mean of ``fn`` on ``img`` (and ``target``), values checked once."""
+        images = [(img, "img")] if target is None else [(img, "img"), (target, "target")]
+        if target is None:
+            _checks.check_image(img, "img", values=False)
+        else:
+            _checks.check_pair(img, target, pred_name="img", target_name="target", values=False)
+        out = self._ensemble(fn, *(x for x, _ in images))
+        if check:
+            names = " and ".join(f"`{n}`" for _, n in images)
+            _checks.check_values(images, out, names, self.input_range, owner=self.net)
+        return out
 
     def features(self, img: torch.Tensor) -> CFANetFeatures:
         """Score with the gated convolutions' gates and cross-scale attention (native resolution)."""
