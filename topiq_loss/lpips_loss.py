@@ -95,9 +95,12 @@ class LPIPSLoss(nn.Module):
         progress: torchvision's download progress bar.
         network: an :class:`~topiq_loss.lpips_nets.LPIPSNetwork` to use instead of loading
             ``net``/``weights`` (shared, e.g. between LPIPS and LPIPS+).
-        robust, robust_samples, robust_transforms, generator: random-transformation
-            ensemble, as for :class:`~topiq_loss.TOPIQLoss` (both images get the same
-            transform).
+        robust: score each pair under a random transform applied identically to both
+            images (the ensemble of :class:`~topiq_loss.TOPIQLoss`'s robust mode).
+        robust_samples: transforms averaged per call.
+        robust_transforms: which transforms (a :class:`~topiq_loss.RandomTransforms`).
+        generator: a seeded ``torch.Generator`` for reproducible draws (default: a private
+            one; torch's global RNG is never advanced).
 
     Shape:
         - pred, target: (N, 3, H, W) or (N, 1, H, W), H, W >= 32, floating point.
@@ -166,7 +169,8 @@ class LPIPSLoss(nn.Module):
     @classmethod
     def from_lpips(cls: type[_Loss], module: nn.Module, **kwargs: Any) -> _Loss:
         """This loss with the weights of an existing ``lpips.LPIPS`` module (backbone and
-        linear layers, copied); ``kwargs`` as for the constructor (not ``net``/``weights``).
+        linear layers, copied to a float32 network on the CPU: move the loss with ``.to()``);
+        ``kwargs`` as for the constructor (not ``net``/``weights``).
 
         Example:
             >>> import lpips  # doctest: +SKIP
