@@ -26,6 +26,7 @@ from .functional_nr import topiq_nr, topiq_nr_features, topiq_nr_loss
 from .hub import WeightsError, default_cache_dir, download_weights, read_state_dict
 from .loss import TOPIQLoss, TOPIQTarget, build_network
 from .loss_nr import TOPIQNRLoss, build_nr_network
+from .lpips_loss import LPIPSLoss, LPIPSPlusLoss
 from .maps import LEVELS, QualityMaps, quality_maps, render_maps
 from .robust import RandomTransforms
 from .weights import (
@@ -47,6 +48,8 @@ __all__ = [
     "DenoiseLoss",
     "GeneratorLoss",
     "LEVELS",
+    "LPIPSLoss",
+    "LPIPSPlusLoss",
     "NR_WEIGHTS",
     "QualityMaps",
     "RandomTransforms",
