@@ -1,12 +1,6 @@
-"""SR, denoising, GAN and BasicSR adapters."""
+"""SR, denoising and GAN adapters (the BasicSR plug: tests/test_integrations.py)."""
 
 from __future__ import annotations
-
-import importlib
-import re
-import sys
-import types
-from pathlib import Path
 
 import pytest
 import torch
@@ -24,7 +18,6 @@ from topiq_loss import (
     adversarial_g_loss,
     pixel_loss,
 )
-from topiq_loss.objectives import anchored_penalty
 
 
 @pytest.fixture(scope="module")
@@ -241,100 +234,3 @@ def test_generator_loss_checks_images(topiq, hr):
         GeneratorLoss(topiq=topiq)(hr, hr[:1], torch.zeros(2, 1))
     with pytest.raises(ValueError, match="`adversarial` must be one of"):
         GeneratorLoss("wgan", topiq=topiq)  # type: ignore[arg-type]
-
-
-# ----------------------------------------------------------------------------- BasicSR
-
-
-class _Registry:
-    """Stand-in with BasicSR's Registry behaviour (refuses a second registration)."""
-
-    def __init__(self):
-        self._obj = {}
-
-    def register(self, obj):
-        assert obj.__name__ not in self._obj, "already registered"
-        self._obj[obj.__name__] = obj
-
-    def get(self, name):
-        return self._obj[name]
-
-    def __contains__(self, name):
-        return name in self._obj
-
-
-@pytest.fixture()
-def fake_basicsr(monkeypatch):
-    registry = _Registry()
-    mods = {
-        "basicsr": types.ModuleType("basicsr"),
-        "basicsr.utils": types.ModuleType("basicsr.utils"),
-        "basicsr.utils.registry": types.ModuleType("basicsr.utils.registry"),
-    }
-    mods["basicsr.utils.registry"].LOSS_REGISTRY = registry
-    for name, mod in mods.items():
-        monkeypatch.setitem(sys.modules, name, mod)
-    return registry
-
-
-def _readme_yaml() -> dict:
-    yaml = pytest.importorskip("yaml", reason="pyyaml needed to parse the documented YAML")
-    readme = (Path(__file__).parents[1] / "docs" / "adapters.md").read_text()
-    block = re.search(r"```yaml\n(.*?)```", readme, re.S)
-    assert block, "docs/adapters.md has no ```yaml block for BasicSR"
-    return yaml.safe_load(block.group(1))
-
-
-def test_basicsr_registration_and_readme_yaml(fake_basicsr, weights_file):
-    import topiq_loss.basicsr_loss as mod
-
-    mod = importlib.reload(mod)  # importing registers when basicsr is importable
-    assert "BasicSRTOPIQLoss" in fake_basicsr
-    assert mod.register_basicsr() is True  # a second registration is a no-op, not an error
-
-    opt = dict(_readme_yaml()["train"]["perceptual_opt"])
-    opt["weights"] = str(weights_file)  # the README names kadid; this machine cannot download it
-    loss_fn = fake_basicsr.get(opt.pop("type"))(**opt)  # what basicsr's build_loss does
-    hr = smooth_images(2, 40, 40, seed=14)
-    sr = distort(hr, 15)
-    percep, style = loss_fn(sr, hr)
-    assert style is None
-    with torch.no_grad():
-        deficit = loss_fn.topiq.score(hr, hr) - loss_fn.topiq.score(sr, hr)
-        want = loss_fn.loss_weight * anchored_penalty(deficit).mean()  # the default objective
-    assert torch.allclose(percep, want)
-
-
-def test_basicsr_absent_registers_nothing(monkeypatch, recwarn):
-    import topiq_loss.basicsr_loss as mod
-
-    monkeypatch.setitem(sys.modules, "basicsr", None)  # import basicsr -> ImportError
-    assert mod.register_basicsr() is False
-    assert not [w for w in recwarn if "basicsr" in str(w.message)]
-
-
-def test_basicsr_installed_but_broken_warns(monkeypatch, tmp_path):
-    import topiq_loss.basicsr_loss as mod
-
-    pkg = tmp_path / "basicsr"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text("raise ImportError('cannot import name functional_tensor')\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "basicsr", raising=False)
-    with pytest.warns(RuntimeWarning, match="basicsr is installed but could not be imported.*functional_tensor"):
-        assert mod.register_basicsr() is False
-
-
-def test_basicsr_loss_signature_and_weight(topiq, hr):
-    from topiq_loss.basicsr_loss import BasicSRTOPIQLoss
-
-    loss_fn = BasicSRTOPIQLoss(loss_weight=2.0, reduction="none", topiq=topiq)
-    sr = distort(hr, 16)
-    base = 1 - topiq.score(sr, hr)
-    assert torch.allclose(loss_fn(sr, hr), 2.0 * base)
-    w = torch.tensor([1.0, 0.0]).view(2, 1, 1, 1)
-    assert torch.allclose(loss_fn(sr, hr, weight=w), 2.0 * base * w.view(-1))
-    with pytest.raises(ValueError, match="per-sample weights with 2 elements"):
-        loss_fn(sr, hr, weight=torch.ones_like(hr))
-    with pytest.raises(ValueError, match="`reduction` must be one of"):
-        BasicSRTOPIQLoss(reduction="avg", topiq=topiq)

@@ -12,7 +12,7 @@ import torch.nn as nn
 from conftest import distort, smooth_images
 
 from topiq_loss import GeneratorLoss, RandomTransforms, SRLoss, TOPIQLoss, adversarial_d_loss
-from topiq_loss.basicsr_loss import BasicSRTOPIQLoss
+from topiq_loss.integrations.basicsr import BasicSRTOPIQLoss
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from topiq_loss import (
     topiq_fr_loss,
     topiq_nr_loss,
 )
-from topiq_loss.basicsr_loss import BasicSRTOPIQLoss
+from topiq_loss.integrations.basicsr import BasicSRTOPIQLoss
 from topiq_loss.objectives import ANCHOR_EPS, anchored_penalty
 
 

@@ -1,0 +1,144 @@
+"""What the framework plugs share: numpy images to tensors, one network per process,
+float32 under autocast, and inputs brought up to the network's minimum size."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import _checks
+from ..loss import TOPIQLoss
+from ..loss_nr import TOPIQNRLoss
+
+__all__ = ["as_float32", "cached_fr", "cached_nr", "metric_device", "numpy_image", "score_fr", "score_nr", "upsample_to_min"]
+
+MIN_SIZE = _checks.MIN_SIZE
+
+
+def numpy_image(
+    img: Any, name: str, input_order: str = "HWC", crop_border: int = 0, bgr: bool = True
+) -> torch.Tensor:
+    """A framework's numpy image as a (1, C, H, W) float32 tensor in [0, 1].
+
+    Args:
+        img: (H, W, C), (C, H, W) with ``input_order="CHW"``, or (H, W) grey; uint8,
+            uint16, or float in the 0..255 range (BasicSR's convention for metrics).
+        name: the argument's name, for errors.
+        input_order: ``"HWC"`` or ``"CHW"``.
+        crop_border: pixels dropped at each edge before scoring.
+        bgr: the channels are in BGR order (OpenCV's), flipped to RGB.
+    """
+    if not isinstance(img, np.ndarray):
+        raise TypeError(f"`{name}` must be a numpy.ndarray image; got {type(img).__name__}")
+    if input_order not in ("HWC", "CHW"):
+        raise ValueError(f"`input_order` must be 'HWC' or 'CHW'; got {input_order!r}")
+    if isinstance(crop_border, bool) or not isinstance(crop_border, int) or crop_border < 0:
+        raise ValueError(f"`crop_border` must be an int >= 0; got {crop_border!r}")
+    if img.ndim == 2:
+        img = img[..., None]
+    elif img.ndim == 3 and input_order == "CHW":
+        img = img.transpose(1, 2, 0)
+    if img.ndim != 3 or img.shape[2] not in (1, 3):
+        raise ValueError(
+            f"`{name}` must be (H, W), (H, W, 1|3) or, with input_order='CHW', (1|3, H, W); got shape {img.shape}"
+        )
+    if crop_border:
+        img = img[crop_border:-crop_border, crop_border:-crop_border]
+    h, w = img.shape[:2]
+    if h < MIN_SIZE or w < MIN_SIZE:
+        raise ValueError(
+            f"`{name}` must be at least {MIN_SIZE}x{MIN_SIZE} pixels after crop_border={crop_border}; got {h}x{w}"
+        )
+    if img.dtype == np.uint8 or img.dtype == np.uint16:
+        scale = float(np.iinfo(img.dtype).max)
+    elif np.issubdtype(img.dtype, np.floating):
+        scale = 255.0
+    else:
+        raise TypeError(f"`{name}` must be uint8, uint16 or float (0..255); got dtype {img.dtype}")
+    if bgr and img.shape[2] == 3:
+        img = img[..., ::-1]
+    x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)).permute(2, 0, 1)[None] / scale
+    lo, hi = float(x.min()), float(x.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo < -0.01 or hi > 1.01:
+        raise ValueError(
+            f"`{name}` must hold values in 0..{scale:g} (dtype {img.dtype}); got min {lo * scale:g}, max {hi * scale:g}"
+        )
+    return x
+
+
+def metric_device(device: Any = None) -> torch.device:
+    """``device``, or CUDA when available, else the CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+# One frozen network per (weights, device[, resize]) and process: validation loops
+# call a metric per image, and rebuilding ResNet50 each time costs seconds.
+@functools.lru_cache(maxsize=4)
+def cached_fr(weights: str | None, device: torch.device) -> TOPIQLoss:
+    """The process's TOPIQ-FR loss for ``weights`` on ``device``."""
+    return TOPIQLoss(weights=weights).to(device)
+
+
+@functools.lru_cache(maxsize=4)
+def cached_nr(weights: str | None, device: torch.device, resize: Any = "auto") -> TOPIQNRLoss:
+    """The process's TOPIQ-NR loss for ``weights`` on ``device``."""
+    return TOPIQNRLoss(weights=weights, resize=resize).to(device)
+
+
+def _key(weights: str | os.PathLike[str] | None) -> str | None:
+    return None if weights is None else os.fspath(weights)
+
+
+def score_fr(img: torch.Tensor, img2: torch.Tensor, weights: Any, device: Any) -> float:
+    """TOPIQ-FR score of ``img`` against ``img2`` ((1, C, H, W) in [0, 1])."""
+    _checks.check_pair(img, img2, pred_name="img", target_name="img2")
+    dev = metric_device(device)
+    loss = cached_fr(_key(weights), dev)
+    with torch.inference_mode():
+        return float(loss.score(img.to(dev), img2.to(dev)).mean())
+
+
+def score_nr(img: torch.Tensor, weights: Any, device: Any, resize: Any = "auto") -> float:
+    """TOPIQ-NR score of ``img`` ((1, C, H, W) in [0, 1])."""
+    dev = metric_device(device)
+    loss = cached_nr(_key(weights), dev, resize)
+    with torch.inference_mode():
+        return float(loss.score(img.to(dev)).mean())
+
+
+def upsample_to_min(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both images bilinearly enlarged, aspect kept, so that the short side is at least
+    the network's 32 pixels; images already large enough are returned as they are."""
+    h, w = pred.shape[-2:]
+    if pred.dim() != 4 or min(h, w) >= MIN_SIZE or min(h, w) == 0:
+        return pred, target
+    factor = MIN_SIZE / min(h, w)
+    size = (max(MIN_SIZE, round(h * factor)), max(MIN_SIZE, round(w * factor)))
+
+    def up(x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+    return up(pred), (up(target) if target.shape == pred.shape else target)
+
+
+def as_float32(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """``fn(pred, target)`` run in float32 with autocast off on the inputs' device (what
+    ``torch.amp.custom_fwd(cast_inputs=torch.float32)`` does, for any device type)."""
+
+    @functools.wraps(fn)
+    def wrapped(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if not isinstance(pred, torch.Tensor):
+            return fn(pred, target)  # let the loss's own checks name the argument
+        with torch.autocast(pred.device.type, enabled=False):
+            cast = [x.float() if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in (pred, target)]
+            return fn(cast[0], cast[1])
+
+    return wrapped

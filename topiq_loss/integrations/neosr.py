@@ -1,0 +1,135 @@
+"""neosr plug: a TOPIQ loss and metrics in its registries.
+
+neosr imports every ``neosr/losses/*_loss.py`` and looks classes up by their exact
+(lower-snake) name, so a file ``neosr/losses/topiq_loss_loss.py`` holding::
+
+    from topiq_loss.integrations.neosr import register
+
+    register()
+
+makes ``type = "topiq_loss"`` (for the ``perceptual_opt`` or ``dists_opt`` slot)
+and ``type = "calculate_topiq_metric"`` / ``"calculate_topiq_nr_metric"`` available
+in its TOML. neosr losses return the weighted loss and run in float32.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from typing import Any, Literal
+
+import torch
+import torch.nn as nn
+
+from .. import _checks
+from ..loss import TOPIQLoss
+from ..objectives import Objective, check_objective
+from ..weights import DEFAULT_NR_WEIGHTS, DEFAULT_WEIGHTS
+from ._common import as_float32, numpy_image, score_fr, score_nr, upsample_to_min
+
+__all__ = ["calculate_topiq_metric", "calculate_topiq_nr_metric", "register", "topiq_loss"]
+
+_log = logging.getLogger(__name__)
+
+
+class topiq_loss(nn.Module):  # noqa: N801 (neosr's registry names losses in lower snake case)
+    """TOPIQ-FR loss for neosr (``type = "topiq_loss"``); returns ``loss_weight * loss``.
+
+    Runs in float32 with autocast off, as neosr's losses do. Images with a side under
+    32 pixels are enlarged bilinearly (both alike, aspect kept) to a short side of 32.
+
+    Args:
+        loss_weight: multiplies the loss.
+        weights: ``"kadid"`` (default), ``"pipal"`` or a checkpoint path.
+        objective: ``"anchored"`` (default; 0 at the target) or ``"score"``.
+        input_range: (low, high) of pixel values.
+        checkpoint: gradient checkpointing (less memory).
+        topiq: a prebuilt :class:`~topiq_loss.TOPIQLoss` to use instead.
+
+    Shape:
+        - pred, target: (N, C, H, W), C in (1, 3). Output: scalar.
+    """
+
+    def __init__(
+        self,
+        loss_weight: float = 1.0,
+        weights: str | os.PathLike[str] = DEFAULT_WEIGHTS,
+        objective: Objective = "anchored",
+        input_range: tuple[float, float] = (0.0, 1.0),
+        checkpoint: bool = False,
+        topiq: TOPIQLoss | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        self.loss_weight = _checks.check_loss_weight(loss_weight)
+        if topiq is None:
+            topiq = TOPIQLoss(
+                weights=weights, objective=check_objective(objective),
+                input_range=_checks.check_input_range(input_range), checkpoint=checkpoint,
+            )
+        self.topiq = topiq
+
+    def train(self, mode: bool = True) -> topiq_loss:
+        return super().train(False)
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        return as_float32(self._loss)(pred, target)
+
+    def _loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        pred, target = upsample_to_min(pred, target)
+        return self.loss_weight * self.topiq.loss_values(pred, target).mean()
+
+
+def calculate_topiq_metric(
+    img: Any,
+    img2: Any,
+    crop_border: int = 0,
+    weights: str | os.PathLike[str] = DEFAULT_WEIGHTS,
+    device: str | torch.device | None = None,
+    **kwargs: Any,
+) -> float:
+    """TOPIQ-FR score of ``img`` against ``img2``, higher is better (neosr metric).
+
+    Args:
+        img, img2: neosr's ``tensor2img`` outputs: (H, W, C) numpy arrays in BGR order,
+            values 0..255.
+        crop_border: pixels dropped at each edge first.
+        weights: ``"kadid"`` (default), ``"pipal"`` or a checkpoint path.
+        device: default CUDA when available, else the CPU.
+    """
+    x = numpy_image(img, "img", crop_border=crop_border, bgr=True)
+    y = numpy_image(img2, "img2", crop_border=crop_border, bgr=True)
+    return score_fr(x, y, weights, device)
+
+
+def calculate_topiq_nr_metric(
+    img: Any,
+    crop_border: int = 0,
+    weights: str | os.PathLike[str] = DEFAULT_NR_WEIGHTS,
+    resize: int | None | Literal["auto"] = "auto",
+    device: str | torch.device | None = None,
+    **kwargs: Any,
+) -> float:
+    """No-reference TOPIQ score of ``img`` (neosr metric; ``img2`` is ignored)."""
+    return score_nr(numpy_image(img, "img", crop_border=crop_border, bgr=True), weights, device, resize)
+
+
+def register(loss_registry: Any | None = None, metric_registry: Any | None = None) -> None:
+    """Add :class:`topiq_loss` and the two metrics to neosr's registries (or to those
+    given); registering twice is a no-op."""
+    if loss_registry is None or metric_registry is None:
+        reg = importlib.import_module("neosr.utils.registry")
+        loss_registry = reg.LOSS_REGISTRY if loss_registry is None else loss_registry
+        metric_registry = reg.METRIC_REGISTRY if metric_registry is None else metric_registry
+    for registry, obj in (
+        (loss_registry, topiq_loss),
+        (metric_registry, calculate_topiq_metric),
+        (metric_registry, calculate_topiq_nr_metric),
+    ):
+        if obj.__name__ in registry:
+            if registry.get(obj.__name__) is not obj:
+                raise ValueError(f"neosr already has a {obj.__name__!r} that is not topiq_loss's")
+            continue
+        registry.register(obj)
+        _log.debug("registered %s in neosr", obj.__name__)

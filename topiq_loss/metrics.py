@@ -1,0 +1,197 @@
+"""TOPIQ as a ``torchmetrics.Metric``: the mean quality over a dataset, DDP-ready.
+
+Needs the ``metrics`` extra (``pip install topiq-loss[metrics]``). The frozen network
+is built once per metric and held as a plain attribute: it is never in the metric's
+``state_dict``, never a parameter, and ``.to()`` / ``.cuda()`` move it with the
+states. The states are sums (of scores, of squared scores, and a count), reduced by
+sum across processes, so ``compute()`` on any number of ranks gives the mean over the
+whole data; per-image scores are kept only when asked for.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, Literal
+
+import torch
+
+try:
+    from torchmetrics import Metric
+except ImportError as exc:  # the extra is optional; say how to get it
+    raise ImportError(
+        "topiq_loss.metrics needs torchmetrics: `pip install topiq-loss[metrics]` (or `pip install torchmetrics`)"
+    ) from exc
+
+from . import _checks
+from .cfanet import CFANetFR
+from .cfanet_nr import CFANetNR
+from .frozen import FrozenNetworkLoss
+from .loss import TOPIQLoss
+from .loss_nr import TOPIQNRLoss
+from .weights import DEFAULT_NR_WEIGHTS, DEFAULT_WEIGHTS
+
+__all__ = ["TOPIQMetric", "TOPIQNRMetric"]
+
+
+class _ScoreMetric(Metric):
+    """Mean (and optionally std and per-image) TOPIQ score; see the subclasses."""
+
+    higher_is_better = True
+    is_differentiable = False
+    full_state_update = False
+
+    score_sum: torch.Tensor
+    score_sq_sum: torch.Tensor
+    count: torch.Tensor
+    scores: list[torch.Tensor]
+
+    def __init__(
+        self, build: Callable[[], FrozenNetworkLoss], return_std: bool, return_per_image: bool, **kwargs: Any
+    ) -> None:
+        # Options first: a typo should not cost a network build (or a download).
+        return_std = _checks.check_bool(return_std, "return_std")
+        return_per_image = _checks.check_bool(return_per_image, "return_per_image")
+        super().__init__(**kwargs)
+        self.return_std = return_std
+        self.return_per_image = return_per_image
+        # float64 sums: a mean over 1e5+ images stays exact to float32's precision.
+        zero = torch.tensor(0.0, dtype=torch.float64)
+        self.add_state("score_sum", default=zero.clone(), dist_reduce_fx="sum")
+        self.add_state("score_sq_sum", default=zero.clone(), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        if self.return_per_image:
+            self.add_state("scores", default=[], dist_reduce_fx="cat")
+        # A plain attribute, as in FrozenNetworkLoss: no state_dict entry, no parameters.
+        self.__dict__["_frozen"] = (build(),)
+
+    @property
+    def loss(self) -> Any:
+        """The frozen TOPIQ loss module whose ``score`` this metric averages."""
+        return self.__dict__["_frozen"][0]
+
+    def _apply(self, fn: Callable[..., Any], exclude_state: Any = "") -> Any:
+        this = super()._apply(fn, exclude_state)
+        # Follow the states' device only: the network stays float32 whatever set_dtype does.
+        self.loss.to(self.device)
+        return this
+
+    def _add(self, scores: torch.Tensor) -> None:
+        s = scores.detach().to(device=self.score_sum.device, dtype=torch.float64)
+        self.score_sum += s.sum()
+        self.score_sq_sum += s.square().sum()
+        self.count += s.numel()
+        if self.return_per_image:
+            self.scores.append(scores.detach().float())
+
+    def compute(self) -> torch.Tensor | dict[str, torch.Tensor]:
+        """The mean score (0-dim float32 tensor), or a dict with ``mean`` and the
+        ``std`` (sample, n - 1) / ``per_image`` (N,) entries asked for; NaN before any update."""
+        n = self.count.double()
+        mean = self.score_sum / n
+        if not (self.return_std or self.return_per_image):
+            return mean.float()
+        out = {"mean": mean.float()}
+        if self.return_std:
+            var = (self.score_sq_sum - n * mean * mean).clamp_min(0) / (n - 1)
+            out["std"] = var.sqrt().float()
+        if self.return_per_image:
+            kept: list[torch.Tensor] | torch.Tensor = self.scores  # a tensor once synced
+            if isinstance(kept, list):
+                kept = torch.cat(kept) if kept else torch.zeros(0, device=self.device)
+            out["per_image"] = kept
+        return out
+
+
+class TOPIQMetric(_ScoreMetric):
+    """Mean TOPIQ-FR quality of predictions against references, higher is better.
+
+    ``update(pred, target)`` adds a batch, ``compute()`` gives the mean of
+    :meth:`TOPIQLoss.score <topiq_loss.TOPIQLoss.score>` over every image seen
+    (all processes under DDP), ``reset()`` starts over.
+
+    Args:
+        weights: ``"kadid"`` (default), ``"pipal"``, a checkpoint path, or
+            ``"random"`` / ``None`` (random weights, tests only; warns).
+        input_range: (low, high) of pixel values.
+        net: a :class:`~topiq_loss.CFANetFR` to use instead of loading ``weights``.
+        return_std: ``compute()`` returns ``{"mean", "std"}`` (sample std over images).
+        return_per_image: keep every score; ``compute()`` returns ``{"mean", "per_image"}``
+            (in update order on one process; gathered rank by rank under DDP).
+        cache_dir, progress: where and how official weights are downloaded.
+        **kwargs: torchmetrics options (``dist_sync_on_step``, ``process_group``, ...).
+
+    Shape:
+        - pred, target: (N, 3, H, W) or (N, 1, H, W), H, W >= 32, in ``input_range``.
+
+    Example:
+        >>> metric = TOPIQMetric().to(device)  # doctest: +SKIP
+        >>> for sr, hr in loader: metric.update(sr, hr)  # doctest: +SKIP
+        >>> metric.compute()  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        weights: str | os.PathLike[str] | None = DEFAULT_WEIGHTS,
+        input_range: tuple[float, float] = (0.0, 1.0),
+        net: CFANetFR | None = None,
+        return_std: bool = False,
+        return_per_image: bool = False,
+        cache_dir: str | os.PathLike[str] | None = None,
+        progress: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        def build() -> TOPIQLoss:
+            return TOPIQLoss(weights=weights, input_range=input_range, net=net, cache_dir=cache_dir, progress=progress)
+
+        super().__init__(build, return_std, return_per_image, **kwargs)
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """Add the scores of ``pred`` against ``target`` (N, C, H, W)."""
+        with torch.no_grad():
+            self._add(self.loss.score(pred, target))
+
+
+class TOPIQNRMetric(_ScoreMetric):
+    """Mean no-reference TOPIQ score of images, higher is better.
+
+    ``update(img)`` adds a batch; ``compute()`` gives the mean of
+    :meth:`TOPIQNRLoss.score <topiq_loss.TOPIQNRLoss.score>` (raw scores: 0..1 for
+    the quality entries, 1..10 for ``"ava"``).
+
+    Args:
+        weights: ``"koniq"`` (default), ``"spaq"``, ``"flive"``, ``"ava"``, a checkpoint
+            path, or ``"random"`` / ``None`` (tests only; warns).
+        input_range: (low, high) of pixel values.
+        resize: short side images are resized to first; ``"auto"`` takes the entry's.
+        net: a :class:`~topiq_loss.CFANetNR` to use instead of loading ``weights``.
+        return_std, return_per_image, cache_dir, progress, **kwargs: as in :class:`TOPIQMetric`.
+
+    Shape:
+        - img: (N, 3, H, W) or (N, 1, H, W), H, W >= 32, in ``input_range``.
+    """
+
+    def __init__(
+        self,
+        weights: str | os.PathLike[str] | None = DEFAULT_NR_WEIGHTS,
+        input_range: tuple[float, float] = (0.0, 1.0),
+        resize: int | None | Literal["auto"] = "auto",
+        net: CFANetNR | None = None,
+        return_std: bool = False,
+        return_per_image: bool = False,
+        cache_dir: str | os.PathLike[str] | None = None,
+        progress: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        def build() -> TOPIQNRLoss:
+            return TOPIQNRLoss(
+                weights=weights, input_range=input_range, resize=resize, net=net, cache_dir=cache_dir,
+                progress=progress,
+            )
+
+        super().__init__(build, return_std, return_per_image, **kwargs)
+
+    def update(self, img: torch.Tensor) -> None:
+        """Add the scores of ``img`` (N, C, H, W)."""
+        with torch.no_grad():
+            self._add(self.loss.score(img))
