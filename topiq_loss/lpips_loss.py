@@ -12,7 +12,6 @@ channel sum of the raw (post-ReLU, unnormalised) features, bilinearly resized to
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 import torch
@@ -22,8 +21,9 @@ import torch.utils.checkpoint as cp
 
 from . import _checks
 from .functional import Reduction, reduce_loss
+from .holder import FrozenHolder
 from .lpips_nets import LPIPSNetwork, build_lpips_network, lpips_network_from_module
-from .robust import RandomTransforms, ensemble_score, private_generator
+from .robust import RandomTransforms
 
 __all__ = ["LPIPSLoss", "LPIPSPlusLoss"]
 
@@ -68,7 +68,7 @@ def _unit(f: torch.Tensor) -> torch.Tensor:
     return f / (norm + 1e-10)
 
 
-class LPIPSLoss(nn.Module):
+class LPIPSLoss(FrozenHolder):
     """LPIPS distance as a loss: ``loss_weight * reduce(d(pred, target))``, 0 at the target.
 
     ``semantic_layer=None`` is LPIPS (Zhang et al., CVPR 2018): per-layer maps averaged
@@ -138,19 +138,7 @@ class LPIPSLoss(nn.Module):
         self.input_range = _checks.check_input_range(input_range)
         self.checkpoint = _checks.check_bool(checkpoint, "checkpoint")
         self.amp_backbone = _checks.check_bool(amp_backbone, "amp_backbone")
-        self.keep_in_state_dict = _checks.check_bool(keep_in_state_dict, "keep_in_state_dict")
-        self.robust = _checks.check_bool(robust, "robust")
-        if isinstance(robust_samples, bool) or not isinstance(robust_samples, int) or robust_samples < 1:
-            raise ValueError(f"`robust_samples` must be an int >= 1; got {robust_samples!r}")
-        self.robust_samples = robust_samples
-        if robust_transforms is not None and not isinstance(robust_transforms, RandomTransforms):
-            raise TypeError(
-                f"`robust_transforms` must be a RandomTransforms or None; got {type(robust_transforms).__name__}"
-            )
-        self.robust_transforms = robust_transforms or RandomTransforms()
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"`generator` must be a torch.Generator or None; got {type(generator).__name__}")
-        self.generator = generator if generator is not None else private_generator()
+        self._robust_options(robust, robust_samples, robust_transforms, generator)
         if network is None:
             network = build_lpips_network(_checks.check_choice(net, "net", ("alex", "vgg")), weights, progress)
             self.weights_name = "random (tests only)" if weights is None else str(weights)
@@ -158,13 +146,7 @@ class LPIPSLoss(nn.Module):
             raise TypeError(f"`network` must be an LPIPSNetwork; got {type(network).__name__}")
         else:
             self.weights_name = "given network"
-        network.requires_grad_(False).eval()
-        if self.keep_in_state_dict:
-            self._net = network
-        else:
-            # A plain attribute: invisible to parameters(), state_dict(), train() and DDP.
-            self.__dict__["_frozen"] = (network,)
-        super().train(False)
+        self._hold(network, keep_in_state_dict)
 
     @classmethod
     def from_lpips(cls: type[_Loss], module: nn.Module, **kwargs: Any) -> _Loss:
@@ -181,17 +163,7 @@ class LPIPSLoss(nn.Module):
     @property
     def net(self) -> LPIPSNetwork:
         """The frozen :class:`~topiq_loss.lpips_nets.LPIPSNetwork`."""
-        return cast(LPIPSNetwork, self._net if self.keep_in_state_dict else self.__dict__["_frozen"][0])
-
-    def _apply(self, fn: Callable[..., Any], recurse: bool = True) -> LPIPSLoss:
-        super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
-        if not self.keep_in_state_dict and recurse:
-            self.__dict__["_frozen"][0]._apply(fn, recurse)
-        return self
-
-    def train(self, mode: bool = True) -> LPIPSLoss:
-        """No-op: the loss always stays in eval mode."""
-        return super().train(False)
+        return cast(LPIPSNetwork, super().net)
 
     def extra_repr(self) -> str:
         return (
@@ -249,9 +221,7 @@ class LPIPSLoss(nn.Module):
         """
         if self.robust:
             _checks.check_pair(pred, target)  # before any transform touches them
-            return ensemble_score(
-                self._distance, (pred, target), self.robust_samples, self.robust_transforms, self.generator
-            )
+            return self._ensemble(self._distance, pred, target)
         return self._distance(pred, target)
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,133 @@
+"""A module that holds a frozen network it never exposes, and the robust-mode options.
+
+The network is a plain attribute by default, so a generator holding the loss has no
+extra parameters, state-dict entries or DDP buckets; ``.to()``/``.cuda()``/``.half()``
+still reach it, and a parent's ``to_empty()`` moves it without emptying it. With
+``keep_in_state_dict=True`` it is a submodule whose parameters a parent cannot unfreeze.
+Both the TOPIQ losses and the LPIPS losses are such holders.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from . import _checks
+from .robust import RandomTransforms, ensemble_score, private_generator
+
+__all__ = ["FrozenHolder", "FrozenParameter", "freeze_parameters", "keeping_values"]
+
+_PROBES = itertools.count()
+
+
+class FrozenParameter(nn.Parameter):
+    """A parameter that stays frozen: ``requires_grad_(True)`` is ignored.
+
+    Used for the network of a loss built with ``keep_in_state_dict=True``: it is then a
+    submodule, so a parent's ``requires_grad_(True)`` (GAN code toggles it per step)
+    would otherwise make it trainable and let an optimiser on the parent change it.
+    """
+
+    def requires_grad_(self, requires_grad: bool = True) -> FrozenParameter:
+        return self
+
+
+def freeze_parameters(net: nn.Module) -> None:
+    """Replace every parameter of ``net`` by a :class:`FrozenParameter` with the same data."""
+    for module in net.modules():
+        for name, p in list(module._parameters.items()):
+            if p is not None and not isinstance(p, FrozenParameter):
+                module._parameters[name] = FrozenParameter(p.detach(), requires_grad=False)
+
+
+def keeping_values(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``fn``, or a plain move to its device where ``fn`` discards values (``to_empty()``).
+
+    A parent's ``to_empty(device=...)`` reaches a loss through ``_apply``; applied to
+    the frozen network it would leave uninitialised weights that no user code restores
+    (they come from a checkpoint, not from the parent's init). A probe tells the two
+    apart: integers exact in every float dtype, different at each call, so no memory
+    left by an earlier probe can pass for kept values.
+    """
+    k = next(_PROBES) % 240 + 1
+    probe = torch.arange(k, k + 8, dtype=torch.float32)
+    out = fn(probe)
+    if not isinstance(out, torch.Tensor) or out.device.type == "meta":
+        return fn
+    if torch.equal(out.detach().to("cpu", torch.float32), probe):
+        return fn
+    device = out.device
+    return lambda t: t.to(device=device)
+
+
+
+class FrozenHolder(nn.Module):
+    """Base of every loss module here: a hidden frozen network, robust-mode options, eval mode."""
+
+    keep_in_state_dict: bool
+
+    def _hold(self, net: nn.Module, keep_in_state_dict: bool) -> None:
+        """Hold ``net`` frozen and in eval mode, hidden unless ``keep_in_state_dict``."""
+        self.keep_in_state_dict = _checks.check_bool(keep_in_state_dict, "keep_in_state_dict")
+        net.requires_grad_(False).eval()
+        if self.keep_in_state_dict:
+            freeze_parameters(net)
+            self._net = net
+        else:
+            # A plain attribute: invisible to parameters(), state_dict(), train() and
+            # DDP; _apply below keeps .to()/.cuda()/.half() working.
+            self.__dict__["_frozen"] = (net,)
+        super().train(False)
+
+    def _robust_options(
+        self,
+        robust: bool,
+        robust_samples: int,
+        robust_transforms: RandomTransforms | None,
+        generator: torch.Generator | None,
+    ) -> None:
+        self.robust = _checks.check_bool(robust, "robust")
+        if isinstance(robust_samples, bool) or not isinstance(robust_samples, int) or robust_samples < 1:
+            raise ValueError(f"`robust_samples` must be an int >= 1; got {robust_samples!r}")
+        self.robust_samples = robust_samples
+        if robust_transforms is not None and not isinstance(robust_transforms, RandomTransforms):
+            raise TypeError(
+                f"`robust_transforms` must be a RandomTransforms or None; got {type(robust_transforms).__name__}"
+            )
+        self.robust_transforms = robust_transforms or RandomTransforms()
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"`generator` must be a torch.Generator or None; got {type(generator).__name__}")
+        # A private generator by default: robust draws never advance torch's global RNG.
+        self.generator = generator if generator is not None else private_generator()
+        self.own_generator = generator is None
+
+    @property
+    def net(self) -> Any:
+        """The frozen network."""
+        return self._net if self.keep_in_state_dict else self.__dict__["_frozen"][0]
+
+    def _apply(self, fn: Callable[..., Any], recurse: bool = True) -> FrozenHolder:
+        fn = keeping_values(fn)
+        super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
+        if not self.keep_in_state_dict and recurse:
+            self.__dict__["_frozen"][0]._apply(fn, recurse)
+        return self
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)  # type: ignore[no-untyped-call]
+        if getattr(self, "own_generator", False):
+            # Each unpickled copy (a spawned DDP rank, a dataloader worker) draws its own
+            # transforms; a user's seeded generator is kept as given.
+            self.generator = private_generator()
+
+    def train(self, mode: bool = True) -> FrozenHolder:
+        """No-op: the loss always stays in eval mode (frozen BatchNorm, no dropout)."""
+        return super().train(False)
+
+    def _ensemble(self, score: Callable[..., torch.Tensor], *images: torch.Tensor) -> torch.Tensor:
+        """The mean of ``score(*images)`` over this loss's random transforms (robust mode)."""
+        return ensemble_score(score, images, self.robust_samples, self.robust_transforms, self.generator)
