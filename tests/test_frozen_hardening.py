@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 from conftest import distort, smooth_images
 
-from topiq_loss import GeneratorLoss, RandomTransforms, SRLoss, TOPIQLoss, adversarial_d_loss
+from topiq_loss import GeneratorLoss, RandomTransforms, SRLoss, TOPIQLoss, _checks, adversarial_d_loss
 from topiq_loss.integrations.basicsr import BasicSRTOPIQLoss
 
 
@@ -114,8 +114,11 @@ def test_float8_and_meta_inputs_name_the_argument(loss_fn, dtype):
     x = torch.rand(1, 3, 32, 32)
     with pytest.raises(TypeError, match="`pred` must be a floating-point tensor.*float8"):
         loss_fn(x.to(dtype), x)
+    meta = torch.empty(1, 3, 32, 32, device="meta")
+    with pytest.raises(ValueError, match="`pred` and `target` must be on the same device; got cpu and meta"):
+        loss_fn(x, meta)
     with pytest.raises(ValueError, match="`target` is on the meta device"):
-        loss_fn(x, torch.empty(1, 3, 32, 32, device="meta"))
+        _checks.check_values([(x, "pred"), (meta, "target")])
 
 
 def test_nan_never_passes_as_a_pixel_or_adversarial_loss(loss_fn):

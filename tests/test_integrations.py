@@ -300,7 +300,7 @@ def test_basicsr_end_to_end(tmp_path, weights_file):
     pytest.importorskip("cv2", reason="basicsr needs opencv")
     opt_file = _basicsr_yaml(tmp_path, weights_file)
     env = dict(os.environ, TOPIQ_LOSS_BASICSR_COMPAT="1", PYTHONPATH=str(Path(__file__).parents[1]))
-    cmd = [sys.executable, "-m", "topiq_loss.integrations.basicsr", "-opt", str(opt_file)]
+    cmd = [sys.executable, "-m", "topiq_loss.cli", "basicsr-train", "-opt", str(opt_file)]  # topiq-loss basicsr-train
     out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     log = out.stdout + out.stderr
     missing = re.search(r"ModuleNotFoundError: No module named '([^']+)'", log)

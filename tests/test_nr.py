@@ -24,6 +24,7 @@ from topiq_loss import (
     topiq_nr_loss,
 )
 from topiq_loss.functional_nr import resize_short_side
+from topiq_loss.objectives import anchored_penalty
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference"
 LAYOUTS = {"quality": (CFANetNR, "cfanet_nr_state_dict_keys.txt"), "aesthetics": (CFANetNR.aesthetics, "cfanet_iaa_res50_state_dict_keys.txt")}
@@ -241,9 +242,13 @@ def test_sr_and_generator_losses_add_the_nr_term(nr_nets, loss_fn):
     sr_loss = SRLoss(scale=2, topiq=loss_fn, nr_weight=0.5, nr=nr, reduction="none")
     with torch.no_grad():
         terms = sr_loss.terms(sr, hr)
-        want_nr = (10.0 - nr.score(sr)) / 9.0
+        # anchored (the default, a target exists): as natural as hr, on the entry's 1..10 range
+        want_nr = anchored_penalty((nr.score(hr) - nr.score(sr)) / 9.0)
         assert torch.allclose(terms["nr"], want_nr, atol=1e-6)
         assert torch.allclose(terms["total"], terms["pixel"] + terms["topiq"] + 0.5 * want_nr, atol=1e-6)
+        alone = TOPIQNRLoss(net=nr_nets["aesthetics"], reduction="none", objective="score")
+        terms = SRLoss(scale=2, topiq=loss_fn, nr_weight=0.5, nr=alone, reduction="none").terms(sr, hr)
+        assert torch.allclose(terms["nr"], (10.0 - nr.score(sr)) / 9.0, atol=1e-6)
     assert SRLoss(scale=2, topiq=loss_fn).nr is None  # off by default, nothing built
     g_loss = GeneratorLoss("nsgan", topiq=loss_fn, nr_weight=0.1, nr=nr)
     total, logs = g_loss(sr, hr, torch.zeros(2, 1))

@@ -56,6 +56,7 @@ MODULES = [
     "topiq_loss.loss",
     "topiq_loss.loss_nr",
     "topiq_loss.adapters",
+    "topiq_loss.gan",
     "topiq_loss.robust",
     "topiq_loss.integrity",
 ]

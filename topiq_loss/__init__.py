@@ -4,14 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from .adapters import (
-    DenoiseLoss,
-    GeneratorLoss,
-    SRLoss,
-    adversarial_d_loss,
-    adversarial_g_loss,
-    pixel_loss,
-)
+from .adapters import DenoiseLoss, SRLoss, pixel_loss
 from .backbone import ResNet50Features
 from .cfanet import CFANetFeatures, CFANetFR
 from .cfanet_nr import CFANetNR
@@ -23,6 +16,7 @@ from .functional import (
     topiq_fr_target_features,
 )
 from .functional_nr import topiq_nr, topiq_nr_features, topiq_nr_loss
+from .gan import GeneratorLoss, adversarial_d_loss, adversarial_g_loss
 from .hub import WeightsError, default_cache_dir, download_weights, read_state_dict
 from .loss import TOPIQLoss, TOPIQTarget, build_network
 from .loss_nr import TOPIQNRLoss, build_nr_network

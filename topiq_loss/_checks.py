@@ -35,8 +35,6 @@ def _check_one(x: object, name: str) -> torch.Tensor:
             f"`{name}` must be a floating-point tensor (float16, bfloat16, float32 or "
             f"float64) of RGB values; got dtype {x.dtype}"
         )
-    if x.is_meta:
-        raise ValueError(f"`{name}` is on the meta device (a tensor without values); got shape {tuple(x.shape)}")
     if x.dim() != 4:
         raise ValueError(
             f"`{name}` must have shape (N, C, H, W) with C in (1, 3); got {tuple(x.shape)} "
@@ -150,6 +148,9 @@ def check_values(
     ``input_range`` warn once per ``owner``. The reductions are queued on the device
     and read together, so a GPU training step stalls once, not once per check.
     """
+    for x, name in images:
+        if x.is_meta:
+            raise ValueError(f"`{name}` is on the meta device (a tensor without values); got shape {tuple(x.shape)}")
     parts = [torch.stack(torch.aminmax(x.detach().reshape(-1))).to(torch.float64) for x, _ in images]
     if score is not None:
         parts.append(torch.isfinite(score.detach()).all().to(torch.float64).reshape(1))

@@ -1,4 +1,4 @@
-"""Ready-made losses for restoration training: super-resolution, denoising, GANs.
+"""Ready-made losses for restoration training: super-resolution and denoising (GANs: :mod:`topiq_loss.gan`).
 
 Each adapter mixes a pixel term with the TOPIQ term by plain weights and exposes
 ``terms(...)`` (a dict of the unweighted parts, for logging) beside ``forward``.
@@ -13,28 +13,19 @@ from typing import Any, Literal
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from . import _checks
 from .functional import Reduction, reduce_loss
 from .loss import TOPIQLoss
 from .loss_nr import TOPIQNRLoss
+from .lpips_loss import LPIPSLoss, LPIPSPlusLoss
 from .objectives import Objective, check_objective
 from .weights import DEFAULT_NR_WEIGHTS
 
-__all__ = [
-    "DenoiseLoss",
-    "GeneratorLoss",
-    "SRLoss",
-    "adversarial_d_loss",
-    "adversarial_g_loss",
-    "pixel_loss",
-]
+__all__ = ["DenoiseLoss", "SRLoss", "pixel_loss"]
 
 PixelKind = Literal["l1", "charbonnier", "mse"]
-AdversarialKind = Literal["nsgan", "hinge", "ragan"]
 PIXEL_KINDS = ("l1", "charbonnier", "mse")
-ADVERSARIAL_KINDS = ("nsgan", "hinge", "ragan")
 
 
 def pixel_loss(
@@ -124,6 +115,8 @@ class _MixedLoss(nn.Module):
         nr_weight: float = 0.0,
         nr: TOPIQNRLoss | str | os.PathLike[str] | None = None,
         objective: Objective | None = None,
+        lpips_weight: float = 0.0,
+        lpips: LPIPSLoss | None = None,
     ) -> None:
         super().__init__()
         objective = None if objective is None else check_objective(objective)
@@ -131,11 +124,16 @@ class _MixedLoss(nn.Module):
         self.pixel_weight = _checks.check_non_negative(pixel_weight, "pixel_weight")
         self.topiq_weight = _checks.check_non_negative(topiq_weight, "topiq_weight")
         self.nr_weight = _checks.check_non_negative(nr_weight, "nr_weight")
-        if (self.pixel is None or self.pixel_weight == 0) and self.topiq_weight == 0 and self.nr_weight == 0:
+        self.lpips_weight = _checks.check_non_negative(lpips_weight, "lpips_weight")
+        if (self.pixel is None or self.pixel_weight == 0) and self.topiq_weight == self.nr_weight == self.lpips_weight == 0:
             raise ValueError(
-                "nothing to compute: give `pixel` with `pixel_weight` > 0, `topiq_weight` > 0 "
-                "or `nr_weight` > 0"
+                "nothing to compute: give `pixel` with `pixel_weight` > 0, `topiq_weight` > 0, "
+                "`nr_weight` > 0 or `lpips_weight` > 0"
             )
+        if lpips is not None and not isinstance(lpips, LPIPSLoss):
+            raise TypeError(f"`lpips` must be an LPIPSLoss / LPIPSPlusLoss or None; got {type(lpips).__name__}")
+        # LPIPS+ (the TOPIQ paper's semantic-weighted LPIPS) by default: a distance, 0 at the target.
+        self.lpips = lpips if lpips is not None or self.lpips_weight == 0 else LPIPSPlusLoss(reduction="none")
         self.reduction = _checks.check_reduction(reduction)
         # Submodules: they keep their networks out of state_dict()/parameters() themselves.
         self.topiq = _topiq_from(topiq, topiq_kwargs, objective)
@@ -160,6 +158,9 @@ class _MixedLoss(nn.Module):
             anchored = self.nr.objective == "anchored"
             terms["nr"] = self.nr.loss_values(pred, target if anchored else None, check_values=False)
             total = total + self.nr_weight * terms["nr"]
+        if self.lpips is not None and self.lpips_weight > 0:
+            terms["lpips"] = self.lpips.score(pred, target)
+            total = total + self.lpips_weight * terms["lpips"]
         if self.topiq.check_values:
             # The images and the total are read once here (one host sync), not again by
             # each term; NaN must not pass as a pixel loss either.
@@ -205,6 +206,10 @@ class SRLoss(_MixedLoss):
             L1 pixel term ``SRLoss(...)(hr, hr)`` is 0; ``"score"``: the published
             scores as losses (not minimised at the target). ``None`` with ``topiq=``
             takes that loss's objective. See :func:`~topiq_loss.topiq_fr_loss`.
+        lpips_weight: weight of an optional LPIPS term (a distance, 0 at ``hr``), default 0.
+        lpips: the :class:`~topiq_loss.LPIPSLoss` / :class:`~topiq_loss.LPIPSPlusLoss` to
+            use; with ``lpips_weight > 0`` and none given, ``LPIPSPlusLoss()`` (AlexNet,
+            the TOPIQ paper's semantic weighting) is built.
 
     Shape:
         - sr: (N, C, H, W) network output, C in (1, 3), values in ``input_range``.
@@ -228,12 +233,15 @@ class SRLoss(_MixedLoss):
         nr_weight: float = 0.0,
         nr: TOPIQNRLoss | str | os.PathLike[str] | None = None,
         objective: Objective | None = None,
+        lpips_weight: float = 0.0,
+        lpips: LPIPSLoss | None = None,
         **topiq_kwargs: Any,
     ) -> None:
         if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
             raise ValueError(f"`scale` must be an integer >= 1; got {scale!r}")
         super().__init__(
-            pixel, pixel_weight, topiq_weight, reduction, topiq, topiq_kwargs, nr_weight, nr, objective
+            pixel, pixel_weight, topiq_weight, reduction, topiq, topiq_kwargs, nr_weight, nr, objective,
+            lpips_weight, lpips,
         )
         self.scale = scale
         self.shave = _checks.check_bool(shave, "shave")
@@ -352,132 +360,3 @@ class DenoiseLoss(_MixedLoss):
     ) -> torch.Tensor:
         """Weighted loss of the denoiser's ``output`` against the ``clean`` image."""
         return self.terms(output, clean, noisy)["total"]
-
-
-def _check_logits(x: object, name: str) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.numel() == 0:
-        got = f"dtype {x.dtype}, shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"`{name}` must be a non-empty floating-point tensor of raw logits; got {got}")
-    _checks.check_finite(x, name)
-    return x
-
-
-def adversarial_g_loss(
-    fake_logits: torch.Tensor,
-    real_logits: torch.Tensor | None = None,
-    kind: AdversarialKind = "nsgan",
-) -> torch.Tensor:
-    """Generator's adversarial loss from raw discriminator logits (scalar).
-
-    - ``"nsgan"``: non-saturating, ``softplus(-D(fake))``.
-    - ``"hinge"``: ``-D(fake)``.
-    - ``"ragan"``: relativistic average (ESRGAN): the mean of
-      ``BCE(D(real) - E[D(fake)], 0)`` and ``BCE(D(fake) - E[D(real)], 1)``; needs
-      ``real_logits`` (detach them in the generator step, as ESRGAN does).
-    """
-    kind = _checks.check_choice(kind, "kind", ADVERSARIAL_KINDS)  # type: ignore[assignment]
-    fake = _check_logits(fake_logits, "fake_logits")
-    if kind == "nsgan":
-        return F.softplus(-fake).mean()
-    if kind == "hinge":
-        return -fake.mean()
-    if real_logits is None:
-        raise ValueError("`real_logits` is required for kind='ragan' (relativistic average)")
-    real = _check_logits(real_logits, "real_logits")
-    # BCE-with-logits against 0 is softplus(x), against 1 softplus(-x).
-    return 0.5 * (F.softplus(real - fake.mean()).mean() + F.softplus(-(fake - real.mean())).mean())
-
-
-def adversarial_d_loss(
-    real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: AdversarialKind = "nsgan"
-) -> torch.Tensor:
-    """Discriminator's loss matching :func:`adversarial_g_loss` (scalar).
-
-    Pass ``fake_logits`` computed on detached generator outputs.
-    """
-    kind = _checks.check_choice(kind, "kind", ADVERSARIAL_KINDS)  # type: ignore[assignment]
-    real = _check_logits(real_logits, "real_logits")
-    fake = _check_logits(fake_logits, "fake_logits")
-    if kind == "nsgan":
-        return F.softplus(-real).mean() + F.softplus(fake).mean()
-    if kind == "hinge":
-        return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
-    return 0.5 * (F.softplus(-(real - fake.mean())).mean() + F.softplus(fake - real.mean()).mean())
-
-
-class GeneratorLoss(_MixedLoss):
-    """GAN generator objective: pixel + TOPIQ + adversarial, with named terms for logging.
-
-    Defaults follow ESRGAN's weights (pixel 1e-2, perceptual 1, adversarial 5e-3).
-
-    Args:
-        adversarial: ``"nsgan"`` | ``"hinge"`` | ``"ragan"`` (see :func:`adversarial_g_loss`).
-        adversarial_weight: weight of the adversarial term (>= 0).
-        pixel: as :class:`SRLoss`.
-        pixel_weight: as :class:`SRLoss`.
-        topiq_weight: as :class:`SRLoss`.
-        topiq: as :class:`SRLoss`.
-        nr_weight: as :class:`SRLoss`.
-        nr: as :class:`SRLoss`.
-        objective: as :class:`SRLoss`.
-        **topiq_kwargs: TOPIQLoss options, as :class:`SRLoss`. The batch reduction is
-            always the mean (adversarial terms are batch means).
-
-    Returns (forward):
-        ``(total, terms)``: the weighted sum (scalar, to backpropagate) and a dict of
-        detached unweighted terms ``"pixel"``, ``"topiq"``, ``"adversarial"`` and
-        ``"total"``, ready for a logger.
-
-    Example:
-        >>> g_loss = GeneratorLoss("ragan")  # doctest: +SKIP
-        >>> total, logs = g_loss(fake, real, d(fake), d(real).detach())  # doctest: +SKIP
-    """
-
-    def __init__(
-        self,
-        adversarial: AdversarialKind = "nsgan",
-        adversarial_weight: float = 5e-3,
-        pixel: PixelKind | None = "l1",
-        pixel_weight: float = 1e-2,
-        topiq_weight: float = 1.0,
-        topiq: TOPIQLoss | None = None,
-        nr_weight: float = 0.0,
-        nr: TOPIQNRLoss | str | os.PathLike[str] | None = None,
-        objective: Objective | None = None,
-        **topiq_kwargs: Any,
-    ) -> None:
-        adv = _checks.check_choice(adversarial, "adversarial", ADVERSARIAL_KINDS)
-        super().__init__(pixel, pixel_weight, topiq_weight, "mean", topiq, topiq_kwargs, nr_weight, nr, objective)
-        self.adversarial = adv
-        self.adversarial_weight = _checks.check_non_negative(adversarial_weight, "adversarial_weight")
-
-    def extra_repr(self) -> str:
-        return (
-            f"adversarial={self.adversarial!r}, adversarial_weight={self.adversarial_weight}, "
-            f"pixel={self.pixel!r}, pixel_weight={self.pixel_weight}, topiq_weight={self.topiq_weight}, "
-            f"nr_weight={self.nr_weight}"
-        )
-
-    def forward(
-        self,
-        fake: torch.Tensor,
-        real: torch.Tensor,
-        fake_logits: torch.Tensor,
-        real_logits: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``fake`` (N, C, H, W) generator output, ``real`` its ground truth, and the
-        discriminator's logits on them (``real_logits`` only for ``"ragan"``)."""
-        _checks.check_pair(fake, real, pred_name="fake", target_name="real", values=False)
-        for name, logits in (("fake_logits", fake_logits), ("real_logits", real_logits)):
-            if isinstance(logits, torch.Tensor) and logits.dim() > 0 and logits.shape[0] != fake.shape[0]:
-                raise ValueError(
-                    f"`{name}` must have one row per image of `fake` (batch {fake.shape[0]}); "
-                    f"got shape {tuple(logits.shape)}"
-                )
-        terms = self._mix(fake, real, ("fake", "real"))
-        adv = adversarial_g_loss(fake_logits, real_logits, self.adversarial)  # type: ignore[arg-type]
-        terms["adversarial"] = adv
-        total = terms["total"] + self.adversarial_weight * adv
-        logs = {k: v.detach() for k, v in terms.items()}
-        logs["total"] = total.detach()
-        return total, logs

@@ -117,6 +117,11 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--size", type=_int_in(32, 512), default=256, help="crop size in pixels, 32-512 (the photo is 512 px; default 256)"
     )
+    sub.add_parser(
+        "basicsr-train",
+        help="run BasicSR's train_pipeline with the TOPIQ loss and metrics registered: "
+        "topiq-loss basicsr-train -opt X.yml [BasicSR's options] (needs basicsr)",
+    )
     w = sub.add_parser("weights", help="list, fetch or verify the official weight files")
     wsub = w.add_subparsers(dest="action", required=True)
     wsub.add_parser("list", help="names, files, whether each is cached, and its pin")
@@ -138,6 +143,13 @@ def cli_wording(message: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 2 error or refused file)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["basicsr-train"]:
+        # BasicSR parses its own options (-opt, --launcher, ...) from sys.argv.
+        from .integrations.basicsr import main as basicsr_main
+
+        basicsr_main(argv[1:])
+        return 0
     args = _parser().parse_args(argv)
     try:
         if args.command == "demo":
