@@ -220,3 +220,20 @@ def test_adapters_follow_the_objective_and_refuse_a_conflict(net, score_loss):
 def test_every_loss_says_lower_is_better(loss_fn, nr_net):
     for obj in (loss_fn, TOPIQNRLoss(net=nr_net), SRLoss(scale=1, topiq=loss_fn), BasicSRTOPIQLoss(topiq=loss_fn)):
         assert obj.higher_is_better is False
+
+
+def test_an_lpips_term_in_the_adapters_is_zero_at_the_target(loss_fn):
+    from topiq_loss import LPIPSPlusLoss
+
+    with pytest.warns(UserWarning, match="(?i)random"):
+        lp = LPIPSPlusLoss(weights=None, reduction="none")
+    hr = smooth_images(2, 40, 40, seed=17)
+    sr = distort(hr, 3)
+    mixed = SRLoss(scale=1, topiq=loss_fn, topiq_weight=0.0, lpips_weight=0.5, lpips=lp, reduction="none")
+    with torch.no_grad():
+        terms = mixed.terms(sr, hr)
+        assert torch.allclose(terms["total"], terms["pixel"] + 0.5 * lp.score(sr, hr), atol=1e-6)
+    loss, grad = _loss_and_grad(lambda p, t: mixed(p, t).sum(), hr, hr)
+    assert loss.item() == 0.0 and torch.count_nonzero(grad) == 0
+    with pytest.raises(TypeError, match="`lpips` must be an LPIPSLoss"):
+        SRLoss(scale=1, topiq=loss_fn, lpips_weight=0.1, lpips=loss_fn)  # type: ignore[arg-type]
