@@ -117,7 +117,8 @@ class CFANetFR(CFANetTrunk):
         checkpoint: bool = False,
         amp_backbone: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(score(dist, ref), score(ref, ref))``, the second without a graph.
+        """``(score(dist, ref), score(ref, ref))``; the second has a graph only when ``ref``
+        requires grad.
 
         The anchor reuses the reference's backbone features (no third backbone pass).
         Both images run the backbone separately with the same batch size and the same
@@ -125,18 +126,15 @@ class CFANetFR(CFANetTrunk):
         arithmetic and agree exactly.
 
         Returns:
-            two (N,) tensors; the anchor is detached.
+            two (N,) tensors.
         """
         feats_d = self.backbone_features(dist, checkpoint, amp_backbone)
-        if ref.requires_grad:
-            feats_r = self.backbone_features(ref, checkpoint, amp_backbone)
-        else:
-            with torch.no_grad():
-                feats_r = self.backbone_features(ref, False, amp_backbone)
+        # A reference that requires grad gets the true gradient, the anchor's included;
+        # otherwise the anchor is a constant and costs no graph.
+        with torch.set_grad_enabled(torch.is_grad_enabled() and ref.requires_grad):
+            feats_r = self.backbone_features(ref, checkpoint and ref.requires_grad, amp_backbone)
+            anchor = self.head(feats_r, feats_r, checkpoint).score
         score = self.head(feats_d, feats_r, checkpoint).score
-        with torch.no_grad():
-            fixed = [f.detach() for f in feats_r]
-            anchor = self.head(fixed, fixed).score
         return score, anchor
 
     def forward(

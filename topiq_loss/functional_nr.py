@@ -128,7 +128,8 @@ def topiq_nr_loss(
 
     Args:
         img: (N, C, H, W), C in (1, 3), H, W >= 32, values in ``input_range``.
-        target: None, or the ground truth, same shape; no gradient reaches it.
+        target: None, or the ground truth, same shape (gradients reach it only if it
+            requires grad).
         objective: ``"anchored"`` or ``"score"`` (which refuses a ``target``).
         score_range: (worst, best) of the model's score, e.g. (0, 1) for quality,
             (1, 10) for aesthetics.
@@ -157,8 +158,9 @@ def topiq_nr_loss(
     if target is None:
         values = score_to_loss(score, (worst, best))
     else:
-        with torch.no_grad():
-            anchor = topiq_nr(target.detach(), net=net, input_range=input_range, resize=resize,
+        # The anchor needs a graph only when the target requires grad (then its gradient is exact).
+        with torch.set_grad_enabled(torch.is_grad_enabled() and target.requires_grad):
+            anchor = topiq_nr(target, net=net, input_range=input_range, resize=resize,
                               amp_backbone=amp_backbone, check_values=False)
         values = anchored_penalty((anchor.to(score.dtype) - score) / (best - worst))
         images.append((target, "target"))

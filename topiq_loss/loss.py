@@ -179,9 +179,9 @@ class TOPIQLoss(FrozenNetworkLoss):
     def forward(self, pred: torch.Tensor, target: torch.Tensor | TargetFeatures) -> torch.Tensor:
         """Loss of ``pred`` (N, C, H, W) against ``target``; lower is better.
 
-        Gradients flow to ``pred`` (and to ``target`` if it requires grad; the anchored
-        objective's ``score(target, target)`` is a constant). With ``robust=True`` the
-        loss is the random-transformation ensemble's.
+        Gradients flow to ``pred`` (and to ``target`` if it requires grad, through both
+        of the anchored objective's scores). With ``robust=True`` the loss is the
+        random-transformation ensemble's.
         """
         return self.loss_weight * reduce_loss(self.loss_values(pred, target), self.reduction)
 

@@ -167,7 +167,7 @@ class TOPIQNRLoss(FrozenNetworkLoss):
 
     def forward(self, img: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         """Loss of ``img`` (N, C, H, W), alone or against ``target``; 0 is best.
-        Gradients flow to ``img``, never to ``target``."""
+        Gradients flow to ``img`` (and to ``target`` if it requires grad)."""
         return self.loss_weight * reduce_loss(self.loss_values(img, target), self.reduction)
 
     def loss_values(
