@@ -118,7 +118,8 @@ class TOPIQMetric(_ScoreMetric):
         return_std: ``compute()`` returns ``{"mean", "std"}`` (sample std over images).
         return_per_image: keep every score; ``compute()`` returns ``{"mean", "per_image"}``
             (in update order on one process; gathered rank by rank under DDP).
-        cache_dir, progress: where and how official weights are downloaded.
+        cache_dir: where official weights are cached (default torch.hub's).
+        progress: show a download progress bar.
         **kwargs: torchmetrics options (``dist_sync_on_step``, ``process_group``, ...).
 
     Shape:
@@ -165,7 +166,11 @@ class TOPIQNRMetric(_ScoreMetric):
         input_range: (low, high) of pixel values.
         resize: short side images are resized to first; ``"auto"`` takes the entry's.
         net: a :class:`~topiq_loss.CFANetNR` to use instead of loading ``weights``.
-        return_std, return_per_image, cache_dir, progress, **kwargs: as in :class:`TOPIQMetric`.
+        return_std: as in :class:`TOPIQMetric`.
+        return_per_image: as in :class:`TOPIQMetric`.
+        cache_dir: as in :class:`TOPIQMetric`.
+        progress: as in :class:`TOPIQMetric`.
+        **kwargs: as in :class:`TOPIQMetric`.
 
     Shape:
         - img: (N, 3, H, W) or (N, 1, H, W), H, W >= 32, in ``input_range``.
