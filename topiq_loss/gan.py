@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from . import _checks
-from .adapters import PixelKind, _MixedLoss
 from .loss import TOPIQLoss
 from .loss_nr import TOPIQNRLoss
 from .lpips_loss import LPIPSLoss
+from .mixing import MixedLoss, PixelKind
 from .objectives import Objective
 
 __all__ = ["GeneratorLoss", "adversarial_d_loss", "adversarial_g_loss"]
@@ -72,7 +72,7 @@ def adversarial_d_loss(
     return 0.5 * (F.softplus(-(real - fake.mean())).mean() + F.softplus(fake - real.mean()).mean())
 
 
-class GeneratorLoss(_MixedLoss):
+class GeneratorLoss(MixedLoss):
     """GAN generator objective: pixel + TOPIQ + adversarial, with named terms for logging.
 
     Defaults follow ESRGAN's weights (pixel 1e-2, perceptual 1, adversarial 5e-3).
