@@ -106,7 +106,7 @@ def table(title: str, header: list[str], rows: list[list[object]]) -> None:
 def pixels_table(refs: torch.Tensor, losses: dict[str, TOPIQLoss], robust: TOPIQLoss, args: argparse.Namespace) -> None:
     plain = losses["anchored"]
     runs: list[tuple[str, str | None, float]] = [("L1 alone", None, 0.0)]
-    runs += [(f"L1 + {lam} * {obj}", obj, lam) for obj in ("score", "anchored") for lam in LAMBDAS]
+    runs += [(f"L1 + {lam} * {obj}", obj, lam) for obj in ("score", "anchored") for lam in args.lambdas]
     rows = []
     for label, obj, lam in runs:
         per_start: dict[str, list[list[float]]] = {}
@@ -150,7 +150,7 @@ def sr_table(losses: dict[str, TOPIQLoss], robust: TOPIQLoss, args: argparse.Nam
     test = torch.cat([C.centre_crop(p[..., p.shape[-1] // 2 :], args.size) for p in photos])
     test_lr = F.avg_pool2d(test, 2)
     rows = []
-    for obj, lam in [(None, 0.0)] + [(o, lam) for o in ("score", "anchored") for lam in LAMBDAS]:
+    for obj, lam in [(None, 0.0)] + [(o, lam) for o in ("score", "anchored") for lam in args.lambdas]:
         torch.manual_seed(0)
         model = TinySR()
         opt = torch.optim.Adam(model.parameters(), lr=2e-4)
@@ -232,6 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sr-steps", type=int, default=60)
     parser.add_argument("--rho", action="store_true", help="compare the anchored penalty's shape and width instead")
     parser.add_argument("--only", choices=("pixels", "sr"), default=None)
+    parser.add_argument("--lambdas", type=float, nargs="+", default=list(LAMBDAS), help="weights of the TOPIQ term")
     args = parser.parse_args(argv)
     torch.set_num_threads(min(2, torch.get_num_threads()))
     if args.weights is None:
