@@ -21,10 +21,11 @@ __all__ = ["ANCHOR_EPS", "OBJECTIVES", "Objective", "anchored_penalty", "check_o
 Objective = Literal["anchored", "score"]
 OBJECTIVES = ("anchored", "score")
 
-#: Width of the quadratic bowl of the anchored penalty, in score units. Chosen by
-#: ``benchmarks/objectives.py --rho``: smaller widths keep the score objective's
-#: gradient size away from the target (weights tuned for ``objective="score"`` keep
-#: their meaning) and all tried widths held the target with no drift.
+#: Width of the quadratic bowl of the anchored penalty, in score units: the width of
+#: the prototype in issue 18. Beyond a few widths the slope is 1, the score objective's,
+#: so weights tuned for ``objective="score"`` keep their meaning for deficits above
+#: ~0.05 (official scores differ by 0.1-0.5 between mild and strong distortions).
+#: ``benchmarks/objectives.py --rho`` compares other widths and shapes.
 ANCHOR_EPS = 1e-2
 
 
