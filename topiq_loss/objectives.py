@@ -24,7 +24,7 @@ OBJECTIVES = ("anchored", "score")
 #: Width of the quadratic bowl of the anchored penalty, in score units: the width of
 #: the prototype in issue 18. Beyond a few widths the slope is 1, the score objective's,
 #: so weights tuned for ``objective="score"`` keep their meaning for deficits above
-#: ~0.05 (official scores differ by 0.1-0.5 between mild and strong distortions).
+#: about 0.05.
 #: ``benchmarks/objectives.py --rho`` compares other widths and shapes.
 ANCHOR_EPS = 1e-2
 
