@@ -21,11 +21,10 @@ __all__ = ["ANCHOR_EPS", "OBJECTIVES", "Objective", "anchored_penalty", "check_o
 Objective = Literal["anchored", "score"]
 OBJECTIVES = ("anchored", "score")
 
-#: Width of the quadratic bowl of the anchored penalty, in score units: the width of
-#: the prototype in issue 18. Beyond a few widths the slope is 1, the score objective's,
-#: so weights tuned for ``objective="score"`` keep their meaning for deficits above
-#: about 0.05.
-#: ``benchmarks/objectives.py --rho`` compares other widths and shapes.
+#: Width of the quadratic bowl of the anchored penalty, in score units. Measured with
+#: ``benchmarks/objectives.py --rho`` (docs/objectives.md): the widest Charbonnier that keeps
+#: the score objective's gradient size (0.99x at a blurred start), so weights tuned for
+#: ``objective="score"`` keep their meaning; wider bowls trade that size for fidelity.
 ANCHOR_EPS = 1e-2
 
 
