@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT / "examples"))
 
 import _common as C  # noqa: E402
 
-from topiq_loss import CFANetFR, TOPIQLoss, pixel_loss  # noqa: E402
+from topiq_loss import CFANetFR, RandomTransforms, TOPIQLoss, pixel_loss  # noqa: E402
 from topiq_loss.functional import prepare_pair  # noqa: E402
 from topiq_loss.objectives import anchored_penalty  # noqa: E402
 
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
         note = f"weights {args.weights!r}"
     net.requires_grad_(False).eval()
     losses = {obj: TOPIQLoss(net=net, objective=obj) for obj in ("score", "anchored")}
-    robust = TOPIQLoss(net=net, robust=True, robust_samples=8, generator=torch.Generator())
+    robust = TOPIQLoss(net=net, robust=RandomTransforms(samples=8, generator=torch.Generator()))
     refs = torch.cat([C.centre_crop(C.photo(n), args.size) for n in PHOTOS])
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {note}")
     t0 = time.perf_counter()

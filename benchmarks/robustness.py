@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "examples"))
 
-from topiq_loss import CFANetFR, TOPIQLoss  # noqa: E402
+from topiq_loss import CFANetFR, RandomTransforms, TOPIQLoss  # noqa: E402
 
 
 def photos(size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,14 +63,14 @@ def pgd(score, x0: torch.Tensor, ref: torch.Tensor, eps: float, steps: int) -> t
 
 def ensemble_eval(net: CFANetFR, x: torch.Tensor, ref: torch.Tensor, samples: int, seed: int) -> torch.Tensor:
     """The ensemble score on fixed fresh draws (same draws for every x with one seed)."""
-    judge = TOPIQLoss(net=net, robust=True, robust_samples=samples, generator=torch.Generator().manual_seed(seed))
+    judge = TOPIQLoss(net=net, robust=RandomTransforms(samples=samples, generator=torch.Generator().manual_seed(seed)))
     with torch.no_grad():
         return judge.score(x, ref)
 
 
 def step_cost(net: CFANetFR, size: int, repeats: int) -> tuple[float, float]:
     plain = TOPIQLoss(net=net)
-    robust = TOPIQLoss(net=net, robust=True, generator=torch.Generator().manual_seed(0))
+    robust = TOPIQLoss(net=net, robust=RandomTransforms(generator=torch.Generator().manual_seed(0)))
     g = torch.Generator().manual_seed(1)
     target = torch.rand(4, 3, size, size, generator=g)
     pred = (target + 0.05 * torch.randn(target.shape, generator=g)).clamp(0, 1)
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         x_a = pgd(lambda x, r: plain.score(x, r), x0, ref, eps, args.steps)
         gain_a = (plain.score(x_a, ref).detach() - base_plain).mean().item()
         transfer = (ensemble_eval(net, x_a, ref, args.judge, seed=123) - base_ens).mean().item()
-        attacker = TOPIQLoss(net=net, robust=True, robust_samples=args.eot, generator=torch.Generator().manual_seed(k))
+        attacker = TOPIQLoss(net=net, robust=RandomTransforms(samples=args.eot, generator=torch.Generator().manual_seed(k)))
         x_b = pgd(lambda x, r, a=attacker: a.score(x, r), x0, ref, eps, args.steps)
         gain_b = (ensemble_eval(net, x_b, ref, args.judge, seed=123) - base_ens).mean().item()
         ratio = gain_b / gain_a if gain_a > 0 else float("nan")

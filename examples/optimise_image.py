@@ -31,7 +31,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-from topiq_loss import TOPIQLoss, pixel_loss  # noqa: E402
+from topiq_loss import RandomTransforms, TOPIQLoss, pixel_loss  # noqa: E402
 from topiq_loss.cli import read_image, to_pil  # noqa: E402
 
 
@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
 
     images = {"degraded": degraded}
     curves = {}
-    robust = TOPIQLoss(net=topiq.net, robust=True, generator=torch.Generator().manual_seed(args.seed))
+    robust = TOPIQLoss(net=topiq.net, robust=RandomTransforms(generator=torch.Generator().manual_seed(args.seed)))
     runs = (
         ("TOPIQ", topiq, 0.0),
         ("robust TOPIQ", robust, 0.0),
@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
     results = C.evaluate(images, ref, topiq)
     # The robust metric judged on fixed fresh transforms (the same for every image).
     for name, img in images.items():
-        judge = TOPIQLoss(net=topiq.net, robust=True, robust_samples=8, generator=torch.Generator().manual_seed(99))
+        judge = TOPIQLoss(net=topiq.net, robust=RandomTransforms(samples=8, generator=torch.Generator().manual_seed(99)))
         with torch.no_grad():
             results[name]["robust"] = float(judge.score(img.clamp(0, 1), ref))
         results[name]["ssim"] = C.ssim(img, ref)

@@ -98,17 +98,18 @@ def test_cuda_scores_match_cpu(cuda_loss, loss_fn):
 
 
 def test_amp_backbone_opt_in_runs_backbone_in_half(net):
-    """amp_backbone=True is honoured (and is why it is not the default)."""
+    """set_backbone_autocast(True) is honoured (and is why it is not the default)."""
     target = smooth_images(1, 48, 48, seed=36)
     pred = distort(target, 37)
     seen = []
-    hook = net.semantic_model._runner().layer4.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    own = copy.deepcopy(net)
+    hook = own.semantic_model.register_forward_hook(lambda m, i, o: seen.append(o[-1].dtype))
     try:
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             # .score: one backbone pass on the stacked pair (the anchored loss runs the
             # prediction and the target separately, so it would record two per call)
-            TOPIQLoss(net=net).score(pred, target)
-            TOPIQLoss(net=net, amp_backbone=True).score(pred, target)
+            TOPIQLoss(net=own).score(pred, target)
+            TOPIQLoss(net=own).set_backbone_autocast(True).score(pred, target)
     finally:
         hook.remove()
     assert seen == [torch.float32, torch.bfloat16]

@@ -24,7 +24,6 @@ def test_network_compiles_without_graph_break_and_dynamic_sizes(net):
     torch._dynamo.reset()
     counter = CompileCounter()
     compiled = torch.compile(net, backend=counter, fullgraph=True)
-    net.semantic_model.prepare()
     for dist, target in _pairs():
         d = dist.clone().requires_grad_(True)
         s = compiled(d, target)

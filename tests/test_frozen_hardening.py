@@ -4,6 +4,7 @@ frozen and initialised; robust options are checked up front; odd inputs name the
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 import pickle
 
 import pytest
@@ -93,8 +94,7 @@ def test_random_transforms_are_checked_at_construction(kwargs, match):
 
 def test_a_shift_larger_than_the_image_is_clamped(own_net):
     loss_fn = TOPIQLoss(
-        net=own_net, robust=True, robust_samples=6, robust_transforms=RandomTransforms(max_shift=500),
-        generator=torch.Generator().manual_seed(0),
+        net=own_net, robust=replace(RandomTransforms(max_shift=500), samples=6, generator=torch.Generator().manual_seed(0)),
     )
     x = smooth_images(2, 32, 40, seed=2)
     assert torch.isfinite(loss_fn.score(distort(x, 1), x)).all()
@@ -104,7 +104,7 @@ def test_pickled_robust_copies_draw_their_own_transforms(own_net):
     loss_fn = TOPIQLoss(net=own_net, robust=True)
     a, b = pickle.loads(pickle.dumps(loss_fn)), pickle.loads(pickle.dumps(loss_fn))
     assert not torch.equal(a.generator.get_state(), b.generator.get_state())
-    seeded = TOPIQLoss(net=own_net, robust=True, generator=torch.Generator().manual_seed(5))
+    seeded = TOPIQLoss(net=own_net, robust=RandomTransforms(generator=torch.Generator().manual_seed(5)))
     c = pickle.loads(pickle.dumps(seeded))
     assert torch.equal(c.generator.get_state(), seeded.generator.get_state())
 

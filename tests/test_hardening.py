@@ -307,8 +307,8 @@ def test_finite_input_with_non_finite_score_is_refused(loss_fn):
     [
         (lambda net: TOPIQLoss(net=net, input_range=(0.0, float("inf"))), ValueError, "`input_range` must be"),
         (lambda net: TOPIQLoss(net=net, loss_weight=float("inf")), ValueError, "`loss_weight` must be finite"),
-        (lambda net: TOPIQLoss(net=net, checkpoint="yes"), TypeError, "`checkpoint` must be True or False"),
-        (lambda net: TOPIQLoss(net=net, channels_last=1), TypeError, "`channels_last` must be True or False"),
+        (lambda net: TOPIQLoss(net=net).set_grad_checkpointing("yes"), TypeError, "`enable` must be True or False"),
+        (lambda net: TOPIQLoss(net=net).set_backbone_autocast(1), TypeError, "`enable` must be True or False"),
         (lambda net: SRLoss(2, topiq=TOPIQLoss(net=net), shave="no"), TypeError, "`shave` must be True or False"),
         (lambda net: SRLoss(2, topiq=TOPIQLoss(net=net), pixel_weight=float("nan")), ValueError, "`pixel_weight` must be a finite"),
         (lambda net: SRLoss(2, topiq=TOPIQLoss(net=net), topiq_weight=float("inf")), ValueError, "`topiq_weight` must be a finite"),

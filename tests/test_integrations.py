@@ -172,7 +172,9 @@ def test_basicsr_registration_and_documented_yaml(fake_basicsr, monkeypatch, net
     with torch.no_grad():
         deficit = loss_fn.topiq.score(hr, hr) - loss_fn.topiq.score(sr, hr)
         want = loss_fn.loss_weight * anchored_penalty(deficit).mean()  # the default objective
-    assert torch.allclose(value, want)
+    # .score runs both images as one batch, the loss one by one: float32 scores then
+    # differ by ~1e-6, and the penalty is 1-Lipschitz in them.
+    assert torch.allclose(value, want, rtol=1e-4, atol=1e-5 * loss_fn.loss_weight)
 
 
 def test_basicsr_absent_registers_nothing(monkeypatch, recwarn):
@@ -360,9 +362,9 @@ def built_from_docs(monkeypatch, net):
     """Build the plugs' TOPIQLoss on the session network, recording what the config asked for."""
     asked = []
 
-    def build(weights, objective, input_range, checkpoint):
+    def build(weights, objective, input_range):
         asked.append(weights)
-        return TOPIQLoss(net=net, objective=objective, input_range=input_range, checkpoint=checkpoint)
+        return TOPIQLoss(net=net, objective=objective, input_range=input_range)
 
     monkeypatch.setattr(redux, "_TOPIQLoss", build)
     monkeypatch.setattr(neosr_plug, "TOPIQLoss", build)

@@ -188,23 +188,22 @@ def shared_keys():
 
 
 def test_backbone_layout_options_keep_scores(net):
-    """channels_last / fuse_backbone change the arithmetic's order, not the model."""
+    """channels_last / unfolded BatchNorm change the arithmetic's order, not the model."""
     import copy
 
     target = smooth_images(2, 48, 40, seed=15)
     pred = distort(target, 16)
     with torch.no_grad():
         want = topiq_fr(pred, target, net=net)
-        for kwargs, layout in (
-            ({"channels_last": True}, torch.channels_last),
-            ({"channels_last": False}, torch.contiguous_format),
-            ({"fuse_backbone": False}, None),
+        for fused, channels_last, layout in (
+            (True, True, torch.channels_last),
+            (True, False, torch.contiguous_format),
+            (False, None, torch.contiguous_format),
         ):
-            loss = TOPIQLoss(net=copy.deepcopy(net), **kwargs)
-            runner = loss.net.semantic_model._runner()
-            if layout is None:
-                assert runner is loss.net.semantic_model
-            else:
-                assert runner.stem.weight.is_contiguous(memory_format=layout)
-            assert torch.allclose(loss.score(pred, target), want, atol=1e-5), kwargs
+            loss = TOPIQLoss(net=copy.deepcopy(net))
+            loss.net.semantic_model.set_fused(fused, channels_last)
+            seen = []
+            loss.net.semantic_model.register_forward_hook(lambda m, i, o: seen.append(o[0]))
+            assert torch.allclose(loss.score(pred, target), want, atol=1e-5), (fused, channels_last)
+            assert seen[0].is_contiguous(memory_format=layout), (fused, channels_last)
     assert net.semantic_model.fused_enabled  # the shared network was not changed

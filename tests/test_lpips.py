@@ -192,9 +192,9 @@ def test_robust_mode(alex):
     target = smooth_images(2, 48, 40, seed=30)
     pred = distort(target, 31, 0.1)
     identity = RandomTransforms(max_shift=0, flips=False, transpose=False, downscale=False)
-    same = LPIPSPlusLoss.from_lpips(alex, robust=True, robust_transforms=identity, reduction="none")
+    same = LPIPSPlusLoss.from_lpips(alex, robust=identity, reduction="none")
     torch.testing.assert_close(same(pred, target), LPIPSPlusLoss.from_lpips(alex, reduction="none")(pred, target))
-    rob = [LPIPSPlusLoss.from_lpips(alex, robust=True, robust_samples=2, generator=torch.Generator().manual_seed(0)) for _ in range(2)]
+    rob = [LPIPSPlusLoss.from_lpips(alex, robust=RandomTransforms(samples=2, generator=torch.Generator().manual_seed(0))) for _ in range(2)]
     torch.testing.assert_close(rob[0](pred, target), rob[1](pred, target))  # seeded: reproducible
     assert float(rob[0](target, target)) == 0.0
 

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from seeded_weights import seeded_state_dict
 
 from topiq_loss import (
+    RandomTransforms,
     CFANetNR,
     DenoiseLoss,
     GeneratorLoss,
@@ -100,7 +101,10 @@ def test_anchored_fr_is_nonnegative_and_duplication_keeps_the_mean(net, x, seed)
     values = topiq_fr_loss(y, x, net=net, reduction="none")
     assert (values >= 0).all()
     doubled = topiq_fr_loss(torch.cat([y, y]), torch.cat([x, x]), net=net)
-    assert torch.allclose(doubled, values.mean(), rtol=1e-4, atol=1e-7)
+    # A batch of 2 reorders float32 sums in the backbone: each score moves by ~1e-6, and
+    # the penalty is 1-Lipschitz in the score difference, so that is the tolerance's scale
+    # (a relative one fails where the penalty itself is ~1e-4, a difference of close scores).
+    assert torch.allclose(doubled, values.mean(), rtol=1e-4, atol=1e-5)
 
 
 def test_anchored_penalises_overshoot_and_pulls_back(net, loss_fn, score_loss):
@@ -144,7 +148,7 @@ def test_with_target_and_robust_keep_the_zero(net, loss_fn):
     assert loss.item() == 0.0 and torch.count_nonzero(grad) == 0
     y = distort(x, 1)
     assert torch.allclose(fixed(y), loss_fn(y, x), atol=1e-6)
-    robust = TOPIQLoss(net=net, robust=True, robust_samples=2, generator=torch.Generator().manual_seed(0))
+    robust = TOPIQLoss(net=net, robust=RandomTransforms(samples=2, generator=torch.Generator().manual_seed(0)))
     loss, grad = _loss_and_grad(robust, x, x)  # one transform draw for both terms
     assert loss.item() == 0.0 and torch.count_nonzero(grad) == 0
     assert robust(y, x).item() > 0
@@ -183,7 +187,7 @@ def test_nr_alone_keeps_the_score_mapping_and_score_refuses_a_target(nr_net):
     assert fn.item() == 0.0
     with pytest.raises(ValueError, match="objective='score'"):
         TOPIQNRLoss(net=nr_net, objective="score")(x, x)
-    robust = TOPIQNRLoss(net=nr_net, robust=True, generator=torch.Generator().manual_seed(1))
+    robust = TOPIQNRLoss(net=nr_net, robust=RandomTransforms(generator=torch.Generator().manual_seed(1)))
     assert robust(x, x).item() == 0.0
 
 

@@ -82,25 +82,31 @@ def test_reduction_algebra_and_linear_in_loss_weight(net, pair, weight):
     assert torch.allclose(s, m * n, atol=1e-5)
 
 
+@pytest.fixture(scope="module")
+def checkpointed(net):
+    """The session network, with gradient checkpointing on (a setting of the network)."""
+    return copy.deepcopy(net).set_grad_checkpointing()
+
+
 @given(image_pairs(max_batch=2, max_side=64))
-def test_checkpointing_gives_identical_gradients(net, pair):
+def test_checkpointing_gives_identical_gradients(net, checkpointed, pair):
     pred, target = pair
     grads = []
-    for ckpt in (False, True):
+    for model in (net, checkpointed):
         p = pred.clone().requires_grad_(True)
-        topiq_fr_loss(p, target, net=net, checkpoint=ckpt).backward()
+        topiq_fr_loss(p, target, net=model).backward()
         grads.append(p.grad)
     denom = grads[0].norm().clamp_min(1e-12)
     assert ((grads[0] - grads[1]).norm() / denom).item() <= 1e-6
 
 
-def test_checkpointing_also_with_target_requiring_grad(net):
+def test_checkpointing_also_with_target_requiring_grad(net, checkpointed):
     g = torch.Generator().manual_seed(0)
     pred, target = torch.rand(2, 3, 40, 48, generator=g), torch.rand(2, 3, 40, 48, generator=g)
     out = []
-    for ckpt in (False, True):
+    for model in (net, checkpointed):
         p, t = pred.clone().requires_grad_(True), target.clone().requires_grad_(True)
-        topiq_fr_loss(p, t, net=net, checkpoint=ckpt).backward()
+        topiq_fr_loss(p, t, net=model).backward()
         out.append((p.grad, t.grad))
     for a, b in zip(*out, strict=True):
         assert ((a - b).norm() / a.norm()).item() <= 1e-6

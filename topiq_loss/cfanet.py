@@ -51,18 +51,16 @@ class CFANetFR(CFANetTrunk):
         self,
         dist: torch.Tensor,
         ref: torch.Tensor,
-        checkpoint: bool = False,
-        amp_backbone: bool = False,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Backbone features of both images (5 levels each); see :meth:`backbone_features`."""
         if torch.is_grad_enabled() and not ref.requires_grad:
             # The reference needs no graph: skip storing its activations.
-            feats_d = self.backbone_features(dist, checkpoint, amp_backbone)
+            feats_d = self.backbone_features(dist)
             with torch.no_grad():
-                feats_r = self.backbone_features(ref, False, amp_backbone)
+                feats_r = self.backbone_features(ref)
             return feats_d, feats_r
         # One backbone call on the stacked batch (BN is in eval, so samples are independent).
-        feats = self.backbone_features(torch.cat([dist, ref]), checkpoint, amp_backbone)
+        feats = self.backbone_features(torch.cat([dist, ref]))
         n = dist.shape[0]
         return [f[:n] for f in feats], [f[n:] for f in feats]
 
@@ -70,28 +68,22 @@ class CFANetFR(CFANetTrunk):
         self,
         dist: torch.Tensor,
         ref: torch.Tensor,
-        checkpoint: bool = False,
         need_maps: bool = False,
-        amp_backbone: bool = False,
     ) -> CFANetFeatures:
         """Score and (with ``need_maps``) the gate and cross-attention maps.
 
         Args:
             dist: (N, 3, H, W) in [0, 1], H, W >= 32; no checks are made here.
             ref: the reference images, same shape.
-            checkpoint: recompute backbone activations in backward.
             need_maps: also return cross-attention maps (costs one extra attention).
-            amp_backbone: let an enclosing autocast run the backbone in half precision
-                (faster; input gradients less exact, see :meth:`backbone_features`).
         """
-        feats_d, feats_r = self.extract(dist, ref, checkpoint, amp_backbone)
-        return self.head(feats_d, feats_r, checkpoint, need_maps)
+        feats_d, feats_r = self.extract(dist, ref)
+        return self.head(feats_d, feats_r, need_maps)
 
     def head(
         self,
         feats_d: list[torch.Tensor],
         feats_r: list[torch.Tensor],
-        checkpoint: bool = False,
         need_maps: bool = False,
     ) -> CFANetFeatures:
         """Everything after the backbone: gated pooling, attention, score.
@@ -100,22 +92,17 @@ class CFANetFR(CFANetTrunk):
             feats_d: the 5 backbone levels of the distorted images (from
                 :meth:`backbone_features`).
             feats_r: those of the reference images; batch 1 is broadcast.
-            checkpoint: recompute each level's gated pooling in backward.
             need_maps: also return the cross-attention maps.
         """
         if feats_r[0].shape[0] != feats_d[0].shape[0]:
             feats_r = [f.expand(feats_d[0].shape[0], -1, -1, -1) for f in feats_r]
-        # With checkpointing, GLP's full-resolution gate activations are recomputed
-        # in backward too: they hold about as much memory as the backbone's.
-        reduced, gates = self.pool_levels(_glp_reduce, list(zip(feats_d, feats_r, strict=True)), checkpoint)
+        reduced, gates = self.pool_levels(_glp_reduce, list(zip(feats_d, feats_r, strict=True)))
         return self.attend(reduced, gates, need_maps)
 
     def score_and_anchor(
         self,
         dist: torch.Tensor,
         ref: torch.Tensor,
-        checkpoint: bool = False,
-        amp_backbone: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(score(dist, ref), score(ref, ref))``; the second has a graph only when ``ref``
         requires grad.
@@ -128,32 +115,23 @@ class CFANetFR(CFANetTrunk):
         Returns:
             two (N,) tensors.
         """
-        feats_d = self.backbone_features(dist, checkpoint, amp_backbone)
+        feats_d = self.backbone_features(dist)
         # A reference that requires grad gets the true gradient, the anchor's included;
         # otherwise the anchor is a constant and costs no graph.
         with torch.set_grad_enabled(torch.is_grad_enabled() and ref.requires_grad):
-            feats_r = self.backbone_features(ref, checkpoint and ref.requires_grad, amp_backbone)
-            anchor = self.head(feats_r, feats_r, checkpoint).score
-        score = self.head(feats_d, feats_r, checkpoint).score
+            feats_r = self.backbone_features(ref)
+            anchor = self.head(feats_r, feats_r).score
+        score = self.head(feats_d, feats_r).score
         return score, anchor
 
-    def forward(
-        self,
-        dist: torch.Tensor,
-        ref: torch.Tensor,
-        checkpoint: bool = False,
-        amp_backbone: bool = False,
-    ) -> torch.Tensor:
+    def forward(self, dist: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         """Quality of ``dist`` against ``ref``.
 
         Args:
             dist: (N, 3, H, W) distorted images, RGB in [0, 1], H, W >= 32.
             ref: (N, 3, H, W) reference images, same range.
-            checkpoint: recompute backbone activations in backward (saves memory).
-            amp_backbone: run the backbone under an enclosing autocast (see
-                :meth:`backbone_features`).
 
         Returns:
             (N,) quality scores, higher is better (about 0..1 for official weights).
         """
-        return self.forward_features(dist, ref, checkpoint, amp_backbone=amp_backbone).score
+        return self.forward_features(dist, ref).score

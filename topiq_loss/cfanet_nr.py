@@ -77,24 +77,16 @@ class CFANetNR(CFANetTrunk):
         """The AVA aesthetics layout (``dim=512, num_heads=8, num_class=10``)."""
         return cls(dim=512, num_heads=8, num_class=10)
 
-    def head(
-        self, feats: list[torch.Tensor], checkpoint: bool = False, need_maps: bool = False
-    ) -> CFANetFeatures:
+    def head(self, feats: list[torch.Tensor], need_maps: bool = False) -> CFANetFeatures:
         """Everything after the backbone, from its 5 levels (see :meth:`backbone_features`)."""
-        reduced, gates = self.pool_levels(_gated_reduce, [(f,) for f in feats], checkpoint)
+        reduced, gates = self.pool_levels(_gated_reduce, [(f,) for f in feats])
         return self.attend(reduced, gates, need_maps)
 
-    def forward_features(
-        self,
-        img: torch.Tensor,
-        checkpoint: bool = False,
-        need_maps: bool = False,
-        amp_backbone: bool = False,
-    ) -> CFANetFeatures:
+    def forward_features(self, img: torch.Tensor, need_maps: bool = False) -> CFANetFeatures:
         """Score and (with ``need_maps``) gates and cross-attention maps; no checks, no resize."""
-        return self.head(self.backbone_features(img, checkpoint, amp_backbone), checkpoint, need_maps)
+        return self.head(self.backbone_features(img), need_maps)
 
-    def forward(self, img: torch.Tensor, checkpoint: bool = False, amp_backbone: bool = False) -> torch.Tensor:
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
         """Quality (or expected aesthetics score) of ``img``.
 
         Args:
@@ -104,4 +96,4 @@ class CFANetNR(CFANetTrunk):
         Returns:
             (N,) scores, higher is better.
         """
-        return self.forward_features(img, checkpoint, amp_backbone=amp_backbone).score
+        return self.forward_features(img).score

@@ -74,7 +74,6 @@ def prepare_pair(
     pred, target = _checks.check_pair(
         pred, target, device=net.h_emb.device, input_range=(low, high), owner=net, values=values
     )
-    net.semantic_model.prepare()
     return to_unit_rgb(pred, net, low, high), to_unit_rgb(target, net, low, high)
 
 
@@ -101,7 +100,6 @@ def prepare_pred(
             f"`pred` must have the cached target's shape {tuple(target_shape)} (or any batch "
             f"size when the target's batch is 1); got {tuple(pred.shape)}"
         )
-    net.semantic_model.prepare()
     return to_unit_rgb(pred, net, low, high)
 
 
@@ -121,8 +119,6 @@ def topiq_fr(
     *,
     net: CFANetFR,
     input_range: tuple[float, float] = (0.0, 1.0),
-    checkpoint: bool = False,
-    amp_backbone: bool = False,
     check_values: bool = True,
 ) -> torch.Tensor:
     """TOPIQ-FR quality of ``pred`` against ``target`` (higher is better).
@@ -131,12 +127,9 @@ def topiq_fr(
         pred: (N, 3, H, W) or (N, 1, H, W) images, H, W >= 32, values in ``input_range``.
         target: reference images, same shape; or their :class:`TargetFeatures`
             (batch N, or 1 to score every prediction against one reference).
-        net: the network (e.g. ``TOPIQLoss().net``); it is not built per call.
+        net: the network (e.g. ``TOPIQLoss().net``); it is not built per call. Its
+            settings apply (``net.set_grad_checkpointing()``, ``net.set_backbone_autocast()``).
         input_range: (low, high) of the pixel values; (0, 1) or (-1, 1) for GAN-style.
-        checkpoint: recompute backbone activations in backward (saves memory).
-        amp_backbone: under ``torch.autocast``, run the backbone in half precision too
-            (faster, but input gradients only ~0.97-0.998 cosine to fp32); by default
-            it stays in float32 and only the attention head follows autocast.
         check_values: refuse NaN/inf inputs and scores and warn about out-of-range
             values, with one host sync per call; ``False`` makes none (shapes, dtypes
             and devices are always checked).
@@ -146,12 +139,12 @@ def topiq_fr(
     """
     if isinstance(target, TargetFeatures):
         p = prepare_pred(pred, target.shape, net, input_range, values=False)
-        feats = net.backbone_features(p, checkpoint, amp_backbone)
-        score = net.head(feats, list(target.features), checkpoint).score
+        feats = net.backbone_features(p)
+        score = net.head(feats, list(target.features)).score
         images = [(pred, "pred")]
     else:
         p, t = prepare_pair(pred, target, net, input_range, values=False)
-        score = net(p, t, checkpoint=checkpoint, amp_backbone=amp_backbone)
+        score = net(p, t)
         images = [(pred, "pred"), (target, "target")]
     if check_values:
         _checks.check_values(images, score, " and ".join(f"`{n}`" for _, n in images), input_range, owner=net)
@@ -179,8 +172,6 @@ def topiq_fr_loss(
     reduction: Reduction = "mean",
     loss_weight: float = 1.0,
     input_range: tuple[float, float] = (0.0, 1.0),
-    checkpoint: bool = False,
-    amp_backbone: bool = False,
     check_values: bool = True,
 ) -> torch.Tensor:
     """The TOPIQ-FR loss of ``pred`` against ``target``: lower is better, ready to minimise.
@@ -205,15 +196,14 @@ def topiq_fr_loss(
     objective = check_objective(objective)
     if objective == "score" or isinstance(target, TargetFeatures):
         score = topiq_fr(
-            pred, target, net=net, input_range=input_range, checkpoint=checkpoint, amp_backbone=amp_backbone,
-            check_values=check_values,
+            pred, target, net=net, input_range=input_range, check_values=check_values
         )
         if objective == "score":
             return weight * reduce_loss(1.0 - score, reduction)
         anchor = target.anchor  # type: ignore[union-attr]
     else:
         p, t = prepare_pair(pred, target, net, input_range, values=False)
-        score, anchor = net.score_and_anchor(p, t, checkpoint=checkpoint, amp_backbone=amp_backbone)
+        score, anchor = net.score_and_anchor(p, t)
         if check_values:
             _checks.check_values(
                 [(pred, "pred"), (target, "target")], score, "`pred` and `target`", input_range, owner=net
@@ -226,7 +216,6 @@ def topiq_fr_target_features(
     *,
     net: CFANetFR,
     input_range: tuple[float, float] = (0.0, 1.0),
-    amp_backbone: bool = False,
 ) -> TargetFeatures:
     """The target's backbone features, computed once and without a graph.
 
@@ -239,13 +228,11 @@ def topiq_fr_target_features(
         target: (N, C, H, W) reference images, C in (1, 3), H, W >= 32, in ``input_range``.
         net: the network the features are for.
         input_range: (low, high) of the pixel values.
-        amp_backbone: as in :func:`topiq_fr`.
     """
     low, high = _checks.check_input_range(input_range)
     target = _checks.check_image(target, "target", device=net.h_emb.device, input_range=(low, high), owner=net)
-    net.semantic_model.prepare()
     with torch.no_grad():
-        feats = net.backbone_features(to_unit_rgb(target, net, low, high), amp_backbone=amp_backbone)
+        feats = net.backbone_features(to_unit_rgb(target, net, low, high))
         anchor = net.head(feats, feats).score
     n, c, h, w = target.shape
     return TargetFeatures(features=tuple(feats), shape=(n, c, h, w), anchor=anchor)

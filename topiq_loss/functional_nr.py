@@ -45,7 +45,6 @@ def prepare_image(
     img = _checks.check_image(img, name, device=net.h_emb.device, input_range=(low, high), owner=net, values=values)
     if resize is not None and (isinstance(resize, bool) or not isinstance(resize, int) or resize < 32):
         raise ValueError(f"`resize` must be None or an int >= 32 (short side in pixels); got {resize!r}")
-    net.semantic_model.prepare()
     x = to_unit_rgb(img, net, low, high)
     return resize_short_side(x, resize) if resize is not None else x
 
@@ -56,20 +55,17 @@ def topiq_nr(
     net: CFANetNR,
     input_range: tuple[float, float] = (0.0, 1.0),
     resize: int | None = None,
-    checkpoint: bool = False,
-    amp_backbone: bool = False,
     check_values: bool = True,
 ) -> torch.Tensor:
     """No-reference TOPIQ score of ``img`` (higher is better).
 
     Args:
         img: (N, 3, H, W) or (N, 1, H, W) images, H, W >= 32, values in ``input_range``.
-        net: the network (e.g. ``TOPIQNRLoss().net``); it is not built per call.
+        net: the network (e.g. ``TOPIQNRLoss().net``); it is not built per call. Its
+            settings apply (``net.set_grad_checkpointing()``, ``net.set_backbone_autocast()``).
         input_range: (low, high) of the pixel values.
         resize: short side the image is resized to first (antialiased), or None.
             The official FLIVE and AVA models expect 384 (their registry entries say so).
-        checkpoint: recompute backbone activations in backward (saves memory).
-        amp_backbone: under autocast, run the backbone in half precision too.
         check_values: NaN/inf and range checks with one host sync (see
             :func:`~topiq_loss.topiq_fr`); ``False`` makes none.
 
@@ -77,7 +73,7 @@ def topiq_nr(
         (N,) scores: about 0..1 for the quality models, 1..10 for aesthetics.
     """
     x = prepare_image(img, net, input_range, resize, values=False)
-    score: torch.Tensor = net(x, checkpoint=checkpoint, amp_backbone=amp_backbone)
+    score: torch.Tensor = net(x)
     if check_values:
         _checks.check_values([(img, "img")], score, "`img`", input_range, owner=net)
     return score
@@ -112,8 +108,6 @@ def topiq_nr_loss(
     loss_weight: float = 1.0,
     input_range: tuple[float, float] = (0.0, 1.0),
     resize: int | None = None,
-    checkpoint: bool = False,
-    amp_backbone: bool = False,
     check_values: bool = True,
 ) -> torch.Tensor:
     """The no-reference TOPIQ loss of ``img``, 0 is best, ready to minimise.
@@ -150,18 +144,14 @@ def topiq_nr_loss(
         )
     if target is not None:
         _checks.check_pair(img, target, pred_name="img", target_name="target", values=False)
-    score = topiq_nr(
-        img, net=net, input_range=input_range, resize=resize, checkpoint=checkpoint, amp_backbone=amp_backbone,
-        check_values=False,
-    )
+    score = topiq_nr(img, net=net, input_range=input_range, resize=resize, check_values=False)
     images = [(img, "img")]
     if target is None:
         values = score_to_loss(score, (worst, best))
     else:
         # The anchor needs a graph only when the target requires grad (then its gradient is exact).
         with torch.set_grad_enabled(torch.is_grad_enabled() and target.requires_grad):
-            anchor = topiq_nr(target, net=net, input_range=input_range, resize=resize,
-                              amp_backbone=amp_backbone, check_values=False)
+            anchor = topiq_nr(target, net=net, input_range=input_range, resize=resize, check_values=False)
         values = anchored_penalty((anchor.to(score.dtype) - score) / (best - worst))
         images.append((target, "target"))
     if check_values:

@@ -69,6 +69,7 @@ class FrozenHolder(nn.Module):
     """Base of every loss module here: a hidden frozen network, robust-mode options, eval mode."""
 
     keep_in_state_dict: bool
+    input_range: tuple[float, float]
 
     def _hold(self, net: nn.Module, keep_in_state_dict: bool) -> None:
         """Hold ``net`` frozen and in eval mode, hidden unless ``keep_in_state_dict``."""
@@ -83,27 +84,21 @@ class FrozenHolder(nn.Module):
             self.__dict__["_frozen"] = (net,)
         super().train(False)
 
-    def _robust_options(
-        self,
-        robust: bool,
-        robust_samples: int,
-        robust_transforms: RandomTransforms | None,
-        generator: torch.Generator | None,
-    ) -> None:
-        self.robust = _checks.check_bool(robust, "robust")
-        if isinstance(robust_samples, bool) or not isinstance(robust_samples, int) or robust_samples < 1:
-            raise ValueError(f"`robust_samples` must be an int >= 1; got {robust_samples!r}")
-        self.robust_samples = robust_samples
-        if robust_transforms is not None and not isinstance(robust_transforms, RandomTransforms):
-            raise TypeError(
-                f"`robust_transforms` must be a RandomTransforms or None; got {type(robust_transforms).__name__}"
-            )
-        self.robust_transforms = robust_transforms or RandomTransforms()
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"`generator` must be a torch.Generator or None; got {type(generator).__name__}")
+    def _robust_options(self, robust: bool | RandomTransforms) -> None:
+        """``robust``: False, True (the default :class:`RandomTransforms`) or the
+        transforms to draw from, which also hold the sample count and generator."""
+        if isinstance(robust, RandomTransforms):
+            transforms = robust
+        elif isinstance(robust, bool):
+            transforms = RandomTransforms()
+        else:
+            raise TypeError(f"`robust` must be a bool or a RandomTransforms; got {type(robust).__name__}")
+        self.robust = robust is not False
+        self.robust_transforms = transforms
+        self.robust_samples = transforms.samples
         # A private generator by default: robust draws never advance torch's global RNG.
-        self.generator = generator if generator is not None else private_generator()
-        self.own_generator = generator is None
+        self.generator = transforms.generator if transforms.generator is not None else private_generator()
+        self.own_generator = transforms.generator is None
 
     @property
     def net(self) -> Any:
@@ -130,4 +125,4 @@ class FrozenHolder(nn.Module):
 
     def _ensemble(self, score: Callable[..., torch.Tensor], *images: torch.Tensor) -> torch.Tensor:
         """The mean of ``score(*images)`` over this loss's random transforms (robust mode)."""
-        return ensemble_score(score, images, self.robust_samples, self.robust_transforms, self.generator)
+        return ensemble_score(score, images, self.robust_transforms, self.generator, self.input_range)

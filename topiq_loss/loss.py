@@ -72,36 +72,26 @@ class TOPIQLoss(FrozenNetworkLoss):
         loss_weight: multiplies the loss.
         input_range: (low, high) of pixel values: (0, 1) default, (-1, 1) for tanh
             outputs. Values slightly outside are passed through, as the reference does.
-        checkpoint: gradient checkpointing of the backbone (less memory, ~1 extra
-            backbone forward in backward).
-        amp_backbone: under ``torch.autocast``, run the ResNet50 in half precision too.
-            Faster, but input gradients drift (cosine to fp32 measured 0.971 bf16,
-            0.998 fp16 on CPU); by default the backbone stays float32 and only the
-            attention head follows autocast (cosine 0.9999).
-        fuse_backbone: run the frozen ResNet50 with BatchNorm folded into its
-            convolutions (the default for every network the loss builds: same maths,
-            measured 1.4-1.7x faster on CPU, input gradients as close to float64 as
-            the reference's own float32). ``False`` runs the official modules as
-            they are; ``None`` keeps the given ``net``'s setting.
-        channels_last: memory format of the fused backbone; ``None`` (default) is
-            channels-last on CPU (measured faster) and contiguous on other devices.
-        keep_in_state_dict: register the network as a submodule so its weights are
-            saved in (and required by) the parent's ``state_dict``.
-        cache_dir: where official weights are cached (default torch.hub's).
-        progress: show a download progress bar.
-        net: a :class:`CFANetFR` to use instead of loading ``weights``.
-        robust: score each pair under a random transform (translation 0-7 px, flips,
-            transpose, 2x box downscale; see :class:`RandomTransforms`) applied
-            identically to both images, drawn per sample and per call (E-LPIPS style):
-            small pixel-aligned patterns that fool the plain model stop paying.
-        robust_samples: transforms averaged per call (1 for training, more to evaluate).
-        robust_transforms: which transforms (``RandomTransforms(colour=True)`` adds
-            channel permutation and per-channel gain).
-        generator: a seeded ``torch.Generator`` for reproducible draws; by default a
-            private one seeded from the OS (torch's global RNG is never advanced).
+        robust: ``False`` (default); ``True`` scores each pair under a random
+            transform (translation 0-7 px, flips, transpose, 2x box downscale)
+            applied identically to both images, drawn per sample and per call
+            (E-LPIPS style): small pixel-aligned patterns that fool the plain model
+            stop paying. A :class:`RandomTransforms` chooses the transforms, the
+            number averaged per call and a seeded generator.
         check_values: refuse NaN/inf images and scores and warn about out-of-range
             values, reading them with one host sync per call (default); ``False``
             makes none, for a GPU loop whose data is known good. Also an attribute.
+        keep_in_state_dict: register the network as a submodule so its weights are
+            saved in (and required by) the parent's ``state_dict``.
+        net: a :class:`CFANetFR` to use instead of loading ``weights``.
+        cache_dir: where official weights are cached (default torch.hub's).
+        progress: show a download progress bar.
+
+    Settings of the network (see :class:`~topiq_loss.trunk.CFANetTrunk`), chainable:
+    ``TOPIQLoss().set_grad_checkpointing()`` (less memory, ~1 extra forward in
+    backward), ``.set_backbone_autocast()`` (half-precision ResNet50 under autocast),
+    and ``loss.net.semantic_model.set_fused(False)`` (the reference's unfolded
+    BatchNorm arithmetic; folding is the default: same maths, 1.4-1.7x faster on CPU).
 
     Shape:
         - pred, target: (N, 3, H, W) or (N, 1, H, W), H, W >= 32, floating point.
@@ -119,23 +109,17 @@ class TOPIQLoss(FrozenNetworkLoss):
     def __init__(
         self,
         weights: str | os.PathLike[str] | None = DEFAULT_WEIGHTS,
+        objective: Objective = "anchored",
+        *,
         reduction: Reduction = "mean",
         loss_weight: float = 1.0,
         input_range: tuple[float, float] = (0.0, 1.0),
-        checkpoint: bool = False,
-        amp_backbone: bool = False,
-        fuse_backbone: bool | None = None,
-        channels_last: bool | None = None,
+        robust: bool | RandomTransforms = False,
+        check_values: bool = True,
         keep_in_state_dict: bool = False,
+        net: CFANetFR | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         progress: bool = True,
-        net: CFANetFR | None = None,
-        robust: bool = False,
-        robust_samples: int = 1,
-        robust_transforms: RandomTransforms | None = None,
-        generator: torch.Generator | None = None,
-        objective: Objective = "anchored",
-        check_values: bool = True,
     ) -> None:
         objective = check_objective(objective)
         if net is None:
@@ -144,21 +128,8 @@ class TOPIQLoss(FrozenNetworkLoss):
         else:
             self_weights_name = "given network"
         super().__init__(
-            net,
-            CFANetFR,
-            reduction,
-            loss_weight,
-            input_range,
-            checkpoint,
-            amp_backbone,
-            fuse_backbone,
-            channels_last,
-            keep_in_state_dict,
-            robust,
-            robust_samples,
-            robust_transforms,
-            generator,
-            check_values,
+            net, CFANetFR, reduction=reduction, loss_weight=loss_weight, input_range=input_range,
+            robust=robust, check_values=check_values, keep_in_state_dict=keep_in_state_dict,
         )
         self.weights_name = self_weights_name
         self.objective: Objective = objective
@@ -196,7 +167,7 @@ class TOPIQLoss(FrozenNetworkLoss):
         def values(p: torch.Tensor, t: torch.Tensor | TargetFeatures, check: bool) -> torch.Tensor:
             return topiq_fr_loss(
                 p, t, net=self.net, objective=self.objective, reduction="none", input_range=self.input_range,
-                checkpoint=self.checkpoint, amp_backbone=self.amp_backbone, check_values=check,
+                check_values=check,
             )
 
         return self._per_sample(values, pred, target, check_values)
@@ -209,10 +180,7 @@ class TOPIQLoss(FrozenNetworkLoss):
         """
 
         def fr(p: torch.Tensor, t: torch.Tensor | TargetFeatures, check: bool) -> torch.Tensor:
-            return topiq_fr(
-                p, t, net=self.net, input_range=self.input_range, checkpoint=self.checkpoint,
-                amp_backbone=self.amp_backbone, check_values=check,
-            )
+            return topiq_fr(p, t, net=self.net, input_range=self.input_range, check_values=check)
 
         return self._per_sample(fr, pred, target)
 
@@ -282,9 +250,7 @@ class TOPIQTarget:
 
     def __init__(self, loss: TOPIQLoss, target: torch.Tensor) -> None:
         self.loss = loss
-        self.target = topiq_fr_target_features(
-            target, net=loss.net, input_range=loss.input_range, amp_backbone=loss.amp_backbone
-        )
+        self.target = topiq_fr_target_features(target, net=loss.net, input_range=loss.input_range)
 
     def __call__(self, pred: torch.Tensor) -> torch.Tensor:
         return cast(torch.Tensor, self.loss(pred, self.target))

@@ -66,21 +66,17 @@ class TOPIQNRLoss(FrozenNetworkLoss):
             and files); None scores images as given.
         score_range: (worst, best) of the score; ``"auto"`` takes the entry's ((0, 1),
             or (1, 10) for an aesthetics layout).
-        checkpoint: gradient checkpointing (less memory).
-        amp_backbone: run the backbone in half precision under autocast.
-        fuse_backbone: run the fused backbone (see :class:`~topiq_loss.TOPIQLoss`).
-        channels_last: memory format of the fused backbone (None: channels-last on CPU).
-        keep_in_state_dict: register the network as a submodule.
-        cache_dir: where official weights are cached.
-        progress: show a download progress bar.
-        net: a :class:`CFANetNR` to use instead of loading ``weights``.
         robust: the random-transformation ensemble, as in TOPIQLoss (each image
-            transformed on its own).
-        robust_samples: transforms averaged per call.
-        robust_transforms: which transforms (:class:`RandomTransforms`).
-        generator: a seeded ``torch.Generator`` for reproducible draws.
+            transformed on its own): ``True`` or a :class:`RandomTransforms`.
         check_values: NaN/inf and range checks with one host sync per call (default);
             ``False`` makes none.
+        keep_in_state_dict: register the network as a submodule.
+        net: a :class:`CFANetNR` to use instead of loading ``weights``.
+        cache_dir: where official weights are cached.
+        progress: show a download progress bar.
+
+    Network settings as on :class:`~topiq_loss.TOPIQLoss`
+    (``set_grad_checkpointing()``, ``set_backbone_autocast()``).
 
     Shape:
         - img: (N, 3, H, W) or (N, 1, H, W), H, W >= 32, floating point, in ``input_range``.
@@ -98,25 +94,19 @@ class TOPIQNRLoss(FrozenNetworkLoss):
     def __init__(
         self,
         weights: str | os.PathLike[str] | None = DEFAULT_NR_WEIGHTS,
+        objective: Objective = "anchored",
+        *,
         reduction: Reduction = "mean",
         loss_weight: float = 1.0,
         input_range: tuple[float, float] = (0.0, 1.0),
         resize: int | None | Literal["auto"] = "auto",
         score_range: tuple[float, float] | Literal["auto"] = "auto",
-        checkpoint: bool = False,
-        amp_backbone: bool = False,
-        fuse_backbone: bool | None = None,
-        channels_last: bool | None = None,
+        robust: bool | RandomTransforms = False,
+        check_values: bool = True,
         keep_in_state_dict: bool = False,
+        net: CFANetNR | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         progress: bool = True,
-        net: CFANetNR | None = None,
-        robust: bool = False,
-        robust_samples: int = 1,
-        robust_transforms: RandomTransforms | None = None,
-        generator: torch.Generator | None = None,
-        objective: Objective = "anchored",
-        check_values: bool = True,
     ) -> None:
         objective = check_objective(objective)
         entry = None
@@ -127,21 +117,8 @@ class TOPIQNRLoss(FrozenNetworkLoss):
         else:
             name = "given network"
         super().__init__(
-            net,
-            CFANetNR,
-            reduction,
-            loss_weight,
-            input_range,
-            checkpoint,
-            amp_backbone,
-            fuse_backbone,
-            channels_last,
-            keep_in_state_dict,
-            robust,
-            robust_samples,
-            robust_transforms,
-            generator,
-            check_values,
+            net, CFANetNR, reduction=reduction, loss_weight=loss_weight, input_range=input_range,
+            robust=robust, check_values=check_values, keep_in_state_dict=keep_in_state_dict,
         )
         self.weights_name = name
         self.objective: Objective = objective
@@ -181,8 +158,7 @@ class TOPIQNRLoss(FrozenNetworkLoss):
         def values(x: torch.Tensor, t: torch.Tensor | None = None, check: bool = False) -> torch.Tensor:
             return topiq_nr_loss(
                 x, t, net=self.net, objective=self.objective, score_range=self.score_range, reduction="none",
-                input_range=self.input_range, resize=self.resize, checkpoint=self.checkpoint,
-                amp_backbone=self.amp_backbone, check_values=check,
+                input_range=self.input_range, resize=self.resize, check_values=check,
             )
 
         if not self.robust or (target is not None and self.objective == "score"):
@@ -194,10 +170,7 @@ class TOPIQNRLoss(FrozenNetworkLoss):
         the ensemble mean with ``robust=True``."""
 
         def nr(x: torch.Tensor, check: bool = False) -> torch.Tensor:
-            return topiq_nr(
-                x, net=self.net, input_range=self.input_range, resize=self.resize,
-                checkpoint=self.checkpoint, amp_backbone=self.amp_backbone, check_values=check,
-            )
+            return topiq_nr(x, net=self.net, input_range=self.input_range, resize=self.resize, check_values=check)
 
         if not self.robust:
             return nr(img, self.check_values)

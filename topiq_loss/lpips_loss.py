@@ -96,11 +96,9 @@ class LPIPSLoss(FrozenHolder):
         network: an :class:`~topiq_loss.lpips_nets.LPIPSNetwork` to use instead of loading
             ``net``/``weights`` (shared, e.g. between LPIPS and LPIPS+).
         robust: score each pair under a random transform applied identically to both
-            images (the ensemble of :class:`~topiq_loss.TOPIQLoss`'s robust mode).
-        robust_samples: transforms averaged per call.
-        robust_transforms: which transforms (a :class:`~topiq_loss.RandomTransforms`).
-        generator: a seeded ``torch.Generator`` for reproducible draws (default: a private
-            one; torch's global RNG is never advanced).
+            images (the ensemble of :class:`~topiq_loss.TOPIQLoss`'s robust mode):
+            ``True``, or a :class:`~topiq_loss.RandomTransforms` (transforms, samples
+            per call, generator).
 
     Shape:
         - pred, target: (N, 3, H, W) or (N, 1, H, W), H, W >= 32, floating point.
@@ -122,10 +120,7 @@ class LPIPSLoss(FrozenHolder):
         keep_in_state_dict: bool = False,
         progress: bool = True,
         network: LPIPSNetwork | None = None,
-        robust: bool = False,
-        robust_samples: int = 1,
-        robust_transforms: RandomTransforms | None = None,
-        generator: torch.Generator | None = None,
+        robust: bool | RandomTransforms = False,
     ) -> None:
         super().__init__()
         if semantic_layer is not None and (
@@ -138,7 +133,7 @@ class LPIPSLoss(FrozenHolder):
         self.input_range = _checks.check_input_range(input_range)
         self.checkpoint = _checks.check_bool(checkpoint, "checkpoint")
         self.amp_backbone = _checks.check_bool(amp_backbone, "amp_backbone")
-        self._robust_options(robust, robust_samples, robust_transforms, generator)
+        self._robust_options(robust)
         if network is None:
             network = build_lpips_network(_checks.check_choice(net, "net", ("alex", "vgg")), weights, progress)
             self.weights_name = "random (tests only)" if weights is None else str(weights)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +23,9 @@ __all__ = ["RandomTransforms", "ensemble_score", "private_generator"]
 
 @dataclass(frozen=True)
 class RandomTransforms:
-    """Which transforms the ensemble draws from, per sample and per call.
+    """Robust mode's settings: which transforms the ensemble draws from (per sample and
+    per call), how many draws each call averages, and the generator they come from.
+    Pass it as ``robust=`` to a loss (``robust=True`` means ``RandomTransforms()``).
 
     Attributes:
         max_shift: translation by 0..max_shift px in each axis (reflect padding, size
@@ -33,15 +35,20 @@ class RandomTransforms:
         transpose: swap H and W with probability 1/2.
         downscale: integer 2x2 box downscale with probability 1/2, when both sides stay
             >= 32 px.
-        colour: channel permutation and a per-channel gain in [0.8, 1.2] (off by
-            default: they change what "the same colour" means to the model).
+        colour: channel permutation and a per-channel gain in [0.8, 1.2] of the
+            intensity above the input range's low end (off by default: they change
+            what "the same colour" means to the model).
+        samples: transforms averaged per call (1 for training, more to evaluate).
+        generator: a seeded ``torch.Generator`` for reproducible draws; ``None``
+            (default): each loss holding these settings gets a private generator
+            seeded from the OS (torch's global RNG is never advanced), reseeded in
+            every unpickled copy (DDP ranks, workers).
 
     Example:
         >>> import torch
         >>> from topiq_loss import CFANetFR, TOPIQLoss
-        >>> loss_fn = TOPIQLoss(net=CFANetFR(), robust=True, robust_samples=2,
-        ...                     robust_transforms=RandomTransforms(colour=True),
-        ...                     generator=torch.Generator().manual_seed(0))
+        >>> robust = RandomTransforms(colour=True, samples=2, generator=torch.Generator().manual_seed(0))
+        >>> loss_fn = TOPIQLoss(net=CFANetFR(), robust=robust)
         >>> x = torch.rand(2, 3, 64, 48)
         >>> loss_fn.score(x, x).shape
         torch.Size([2])
@@ -52,10 +59,16 @@ class RandomTransforms:
     transpose: bool = True
     downscale: bool = True
     colour: bool = False
+    samples: int = 1
+    generator: torch.Generator | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.max_shift, bool) or not isinstance(self.max_shift, int) or self.max_shift < 0:
             raise ValueError(f"`max_shift` must be an int >= 0 (pixels); got {self.max_shift!r}")
+        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1:
+            raise ValueError(f"`samples` must be an int >= 1; got {self.samples!r}")
+        if self.generator is not None and not isinstance(self.generator, torch.Generator):
+            raise TypeError(f"`generator` must be a torch.Generator or None; got {type(self.generator).__name__}")
         for name in ("flips", "transpose", "downscale", "colour"):
             check_bool(getattr(self, name), name)
 
@@ -83,8 +96,8 @@ def _draw(n: int, h: int, w: int, cfg: RandomTransforms, gen: torch.Generator) -
     return params
 
 
-def _transform_one(x: torch.Tensor, p: dict[str, torch.Tensor], i: int) -> torch.Tensor:
-    """Sample ``i``'s transform of ``x`` (1, C, H, W)."""
+def _transform_one(x: torch.Tensor, p: dict[str, torch.Tensor], i: int, low: float) -> torch.Tensor:
+    """Sample ``i``'s transform of ``x`` (1, C, H, W) whose range starts at ``low``."""
     h, w = x.shape[-2:]
     dy, dx = int(p["dy"][i]), int(p["dx"][i])
     if dy or dx:
@@ -99,18 +112,20 @@ def _transform_one(x: torch.Tensor, p: dict[str, torch.Tensor], i: int) -> torch
     if bool(p["down"][i]):
         x = F.avg_pool2d(x, 2)
     if "perm" in p and x.shape[1] == 3:
-        x = x[:, p["perm"][i]] * p["gain"][i].to(x).view(1, 3, 1, 1)
+        # A gain of the intensity above black, so (-1, 1) inputs get the same
+        # transform as (0, 1) ones (a plain product would shift their mid-grey).
+        x = low + (x[:, p["perm"][i]] - low) * p["gain"][i].to(x).view(1, 3, 1, 1)
     return x
 
 
 def ensemble_score(
     score: Callable[..., torch.Tensor],
     images: tuple[torch.Tensor, ...],
-    samples: int,
     cfg: RandomTransforms,
     generator: torch.Generator,
+    input_range: tuple[float, float] = (0.0, 1.0),
 ) -> torch.Tensor:
-    """Mean over ``samples`` draws of ``score(*transformed images)``, per sample: (N,).
+    """Mean over ``cfg.samples`` draws of ``score(*transformed images)``, per sample: (N,).
 
     Every image of ``images`` (prediction and target, or one image) gets the same
     transform; each batch sample its own. Samples whose transformed shapes agree are
@@ -118,9 +133,9 @@ def ensemble_score(
     """
     n, _, h, w = images[0].shape
     total = images[0].new_zeros(n, dtype=torch.promote_types(images[0].dtype, torch.float32))
-    for _ in range(samples):
+    for _ in range(cfg.samples):
         p = _draw(n, h, w, cfg, generator)
-        out = [[_transform_one(x[i : i + 1], p, i) for i in range(n)] for x in images]
+        out = [[_transform_one(x[i : i + 1], p, i, input_range[0]) for i in range(n)] for x in images]
         groups: dict[tuple[int, int], list[int]] = {}
         for i in range(n):
             groups.setdefault(tuple(out[0][i].shape[-2:]), []).append(i)  # type: ignore[arg-type]
@@ -130,4 +145,4 @@ def ensemble_score(
             s = score(*batch)
             scores = scores.index_put((torch.tensor(idx, device=scores.device),), s.to(scores.dtype))
         total = total + scores
-    return total / samples
+    return total / cfg.samples

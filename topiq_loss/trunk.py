@@ -102,6 +102,24 @@ class CFANetTrunk(nn.Module):
         for m in self.dim_reduce.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight)
+        # Settings (timm style): held here, read at each call, never in state_dict().
+        self.grad_checkpointing = False
+        self.backbone_autocast = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> CFANetTrunk:
+        """Recompute the backbone's stages and each level's gated pooling in backward
+        instead of storing their activations (less memory, about one extra forward of
+        the network in backward; same values and gradients). Returns ``self``."""
+        self.grad_checkpointing = bool(enable)
+        self.semantic_model.set_grad_checkpointing(enable)
+        return self
+
+    def set_backbone_autocast(self, enable: bool = True) -> CFANetTrunk:
+        """Under ``torch.autocast``, let the ResNet50 run in half precision too
+        (default off: it stays in the network's dtype; see :meth:`backbone_features`).
+        Returns ``self``."""
+        self.backbone_autocast = bool(enable)
+        return self
 
     def position_embedding(self, size: tuple[int, int]) -> torch.Tensor:
         """Position embedding for a token grid of ``size``, (1, h*w, dim), at least float32."""
@@ -116,35 +134,34 @@ class CFANetTrunk(nn.Module):
         """[0, 1] RGB -> ImageNet-normalised input of the backbone."""
         return (x - self.mean) / self.std
 
-    def backbone_features(
-        self, x: torch.Tensor, checkpoint: bool = False, amp_backbone: bool = False
-    ) -> list[torch.Tensor]:
+    def backbone_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Backbone features (5 levels) of images ``x`` (N, 3, H, W) in [0, 1].
 
         Under autocast the backbone runs in the network's own dtype unless
-        ``amp_backbone``: the gradient of the FR distance ``sqrt((a - b)^2 + eps)`` is
+        :meth:`set_backbone_autocast` is on: the gradient of the FR distance ``sqrt((a - b)^2 + eps)`` is
         the sign of ``a - b``, and the rounding of half-precision features flips it
         wherever the two images' features are close (measured on CPU: input-gradient
         cosine to fp32 0.971 in bfloat16, 0.998 in float16, 0.99994 with a float32
         backbone).
         """
         device = x.device.type
-        if not amp_backbone and torch.is_autocast_enabled(device):
+        if not self.backbone_autocast and torch.is_autocast_enabled(device):
             with torch.autocast(device, enabled=False):
-                return cast(list[torch.Tensor], self.semantic_model(self.normalize(x.to(self.mean.dtype)), checkpoint=checkpoint))
-        return cast(list[torch.Tensor], self.semantic_model(self.normalize(x), checkpoint=checkpoint))
+                return cast(list[torch.Tensor], self.semantic_model(self.normalize(x.to(self.mean.dtype))))
+        return cast(list[torch.Tensor], self.semantic_model(self.normalize(x)))
 
     def pool_levels(
         self,
         fn: Callable[..., tuple[torch.Tensor, torch.Tensor]],
         levels: Sequence[Sequence[torch.Tensor]],
-        checkpoint: bool,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """The front of every level: ``fn(*images, weight_pool[i], dim_reduce[i], size)``
         on ``levels[i]`` (stem .. layer4), the layer4 grid as ``size``; see
         :func:`map_levels`. Returns the reduced maps and the gates."""
         size = (levels[-1][0].shape[-2], levels[-1][0].shape[-1])
-        use_cp = checkpoint and any(x.requires_grad for x in levels[0])
+        # With checkpointing the fronts' full-resolution gate activations are recomputed
+        # in backward too: they hold about as much memory as the backbone's.
+        use_cp = self.grad_checkpointing and torch.is_grad_enabled() and any(x.requires_grad for x in levels[0])
         reduced, gates = [], []
         for i, images in enumerate(levels):
             modules = (self.weight_pool[i], self.dim_reduce[i])

@@ -30,6 +30,7 @@ from .. import _checks
 from ..functional import Reduction, reduce_loss
 from ..loss import TOPIQLoss
 from ..objectives import Objective, check_objective
+from ..robust import RandomTransforms
 from ..weights import DEFAULT_NR_WEIGHTS, DEFAULT_WEIGHTS
 from ._common import numpy_image, score_fr, score_nr
 
@@ -100,14 +101,13 @@ class BasicSRTOPIQLoss(nn.Module):
         self.reduction = _checks.check_reduction(reduction)
         self.as_perceptual = _checks.check_bool(as_perceptual, "as_perceptual")
         if topiq is None:
+            robust_opt = RandomTransforms(samples=robust_samples) if _checks.check_bool(robust, "robust") else False
             topiq = TOPIQLoss(
                 weights=weights,
                 input_range=_checks.check_input_range(input_range),
-                checkpoint=checkpoint,
-                robust=robust,
-                robust_samples=robust_samples,
+                robust=robust_opt,
                 objective=objective or "anchored",
-            )
+            ).set_grad_checkpointing(_checks.check_bool(checkpoint, "checkpoint"))
         elif not isinstance(topiq, TOPIQLoss):
             raise TypeError(f"`topiq` must be a TOPIQLoss or None; got {type(topiq).__name__}")
         elif tuple(input_range) != topiq.input_range:

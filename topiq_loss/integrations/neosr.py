@@ -66,8 +66,8 @@ class topiq_loss(nn.Module):  # noqa: N801 (neosr's registry names losses in low
         if topiq is None:
             topiq = TOPIQLoss(
                 weights=weights, objective=check_objective(objective),
-                input_range=_checks.check_input_range(input_range), checkpoint=checkpoint,
-            )
+                input_range=_checks.check_input_range(input_range),
+            ).set_grad_checkpointing(_checks.check_bool(checkpoint, "checkpoint"))
         self.topiq = topiq
 
     def train(self, mode: bool = True) -> topiq_loss:

@@ -72,8 +72,8 @@ class TOPIQLoss(nn.Module):
         if topiq is None:
             topiq = _TOPIQLoss(
                 weights=weights, objective=check_objective(objective),
-                input_range=_checks.check_input_range(input_range), checkpoint=checkpoint,
-            )
+                input_range=_checks.check_input_range(input_range),
+            ).set_grad_checkpointing(_checks.check_bool(checkpoint, "checkpoint"))
         self.topiq = topiq
 
     def train(self, mode: bool = True) -> TOPIQLoss:
