@@ -210,13 +210,12 @@ class WeightsView(MutableMapping[str, WeightsEntry]):
         return entry
 
     def __setitem__(self, name: str, entry: WeightsEntry) -> None:
+        if entry.kind not in self.kinds:
+            raise ValueError(f"this view holds entries of kinds {self.kinds}; got one of kind {entry.kind!r}")
         held = REGISTRY.get(name)
-        # Names are unique across kinds: refuse to turn, say, koniq into an FR entry.
-        for e in (entry, held):
-            if e is not None and e.kind not in self.kinds:
-                raise ValueError(
-                    f"this view holds kinds {self.kinds}; {name!r} would hold an entry of kind {e.kind!r}"
-                )
+        if held is not None and held.kind not in self.kinds:
+            # Names are unique across kinds: replacing koniq through WEIGHTS would hide it from NR_WEIGHTS.
+            raise ValueError(f"{name!r} already names an entry of kind {held.kind!r}; names are unique across kinds")
         REGISTRY[name] = entry
 
     def __delitem__(self, name: str) -> None:
