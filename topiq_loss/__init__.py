@@ -27,8 +27,10 @@ from .weights import (
     DEFAULT_NR_WEIGHTS,
     DEFAULT_WEIGHTS,
     NR_WEIGHTS,
+    REGISTRY,
     WEIGHTS,
     WeightsEntry,
+    list_weights,
 )
 
 __version__ = "0.3.0"
@@ -46,6 +48,7 @@ __all__ = [
     "LPIPSPlusLoss",
     "NR_WEIGHTS",
     "QualityMaps",
+    "REGISTRY",
     "RandomTransforms",
     "ResNet50Features",
     "SRLoss",
@@ -62,6 +65,7 @@ __all__ = [
     "build_nr_network",
     "default_cache_dir",
     "download_weights",
+    "list_weights",
     "pixel_loss",
     "quality_maps",
     "read_state_dict",

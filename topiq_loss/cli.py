@@ -17,7 +17,7 @@ from .cli_report import FORMATS
 from .cli_score import DEFAULT
 from .hub import WeightsError
 from .images import read_image, to_pil
-from .weights import DEFAULT_NR_WEIGHTS, DEFAULT_WEIGHTS, NR_WEIGHTS, WEIGHTS
+from .weights import DEFAULT_NR_WEIGHTS, DEFAULT_WEIGHTS, NR_WEIGHTS, WEIGHTS, list_weights
 
 __all__ = ["add_weights_option", "main", "read_image", "to_pil", "weights_arg"]
 
@@ -126,7 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     wsub = w.add_subparsers(dest="action", required=True)
     wsub.add_parser("list", help="names, files, whether each is cached, and its pin")
     f = wsub.add_parser("fetch", help="download (or reuse) a file and print its full digest line")
-    f.add_argument("name", help=f"one of {', '.join([*WEIGHTS, *NR_WEIGHTS])}")
+    f.add_argument("name", help=f"one of {', '.join(list_weights())}")
     v = wsub.add_parser("verify", help="hash a cached or given file; print its sha256sum line; exit 2 if refused")
     v.add_argument("name", help="a registry name (its cached file) or a PATH")
     for q in (f, v, wsub.choices["list"]):

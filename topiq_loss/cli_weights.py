@@ -8,19 +8,20 @@ from pathlib import Path
 
 from .hub import default_cache_dir, download_weights
 from .integrity import digest_problem, expected, sha256_file
-from .weights import NR_WEIGHTS, WEIGHTS, WeightsEntry
+from .weights import REGISTRY, WeightsEntry, list_weights
 
 __all__ = ["weights_command"]
 
 
 def weights_command(args: argparse.Namespace) -> int:
     """``topiq-loss weights list|fetch NAME|verify NAME_OR_PATH``; exit 2 when a file is refused."""
-    entries = {**WEIGHTS, **NR_WEIGHTS}
+    entries = REGISTRY
     folder = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     if args.action == "list":
         print(f"{'name':<7}{'kind':<6}{'file':<40}{'cached':<8}check")
-        for name, e in entries.items():
-            kind = "FR" if name in WEIGHTS else "NR"
+        for name in list_weights():
+            e = entries[name]
+            kind = e.kind.upper()
             path = folder / e.filename
             full, source, record = expected(e, path)
             check = f"pinned ({source})" if full else "recorded digest" if record else "name prefix only"

@@ -18,11 +18,12 @@ import torch
 import torch.nn as nn
 
 from . import _checks
+from .checkpoint import LAYOUTS
 from .holder import FrozenHolder
 from .hub import checkpoint_layout, load_state_dict_checked, resolve_weights
 from .robust import RandomTransforms
 from .trunk import CFANetTrunk
-from .weights import WeightsEntry
+from .weights import WeightsEntry, WeightsKindError
 
 __all__ = ["FrozenNetworkLoss", "load_network"]
 
@@ -39,12 +40,23 @@ def load_network(
     A registry name builds the entry's network; a file builds the network its
     tensors describe (``layout_builds``, by :func:`~topiq_loss.hub.checkpoint_layout`);
     ``None`` builds ``default_build`` with random weights (tests only; warns).
+
+    Raises:
+        WeightsKindError: the file is of a known layout not in ``layout_builds``.
     """
     state, source, entry = resolve_weights(weights, cache_dir=cache_dir, progress=progress, registry=registry)
     if entry is not None:
         build = entry.build
     elif state is not None:
-        build = layout_builds.get(checkpoint_layout(state) or "", default_build)
+        layout = checkpoint_layout(state)
+        if layout is not None and layout not in layout_builds:
+            # Refused before building a network that could not hold it.
+            raise WeightsKindError(
+                f"{source} is a {LAYOUTS[layout]} checkpoint, not a "
+                f"{' or '.join(LAYOUTS[k] for k in layout_builds)} one: its kind is {layout!r}, "
+                f"not {' or '.join(map(repr, layout_builds))}"
+            )
+        build = layout_builds.get(layout or "", default_build)
     else:
         build = default_build
     # Under torch.device("meta") (deferred init of a large model), the loss's network

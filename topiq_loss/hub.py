@@ -22,7 +22,7 @@ from . import download, integrity
 from .checkpoint import checkpoint_layout, load_state_dict_checked, read_state_dict
 from .download import MIRROR_ENV, DownloadError
 from .integrity import PINS_ENV, Expected, Refused, redact
-from .weights import NR_WEIGHTS, RANDOM, WEIGHTS, WeightsEntry, WeightsError, entry_for_file, get_weights_entry
+from .weights import RANDOM, REGISTRY, WEIGHTS, WeightsEntry, WeightsError, entry_for_file, get_weights_entry
 
 __all__ = [
     "MIRROR_ENV",
@@ -153,7 +153,7 @@ def download_weights(
     if isinstance(name, WeightsEntry):
         entry = name
     else:
-        entry = get_weights_entry(name, {**WEIGHTS, **NR_WEIGHTS})
+        entry = get_weights_entry(name, REGISTRY)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     dest = folder / entry.filename
     known = integrity.expected(entry, dest)  # a bad pins file stops us before any download
@@ -236,7 +236,7 @@ def resolve_weights(
         path = Path(weights)
         if not path.exists() and isinstance(weights, str) and os.sep not in weights and "." not in weights:
             get_weights_entry(weights, registry)  # raises, listing the valid names
-        named = entry_for_file(path.name, {**WEIGHTS, **NR_WEIGHTS, **registry})
+        named = entry_for_file(path.name, {**REGISTRY, **registry})
         if named is not None and path.is_file():
             _check_named_path(path, named)
         state = read_state_dict(path)

@@ -10,7 +10,7 @@ import torch
 
 from . import _checks
 from .cfanet import CFANetFeatures, CFANetFR
-from .frozen import FrozenNetworkLoss, load_network
+from .frozen import FrozenNetworkLoss
 from .functional import (
     Reduction,
     TargetFeatures,
@@ -21,26 +21,12 @@ from .functional import (
     topiq_fr_target_features,
 )
 from .maps import QualityMaps, quality_maps
+from .networks import build_network
 from .objectives import Objective, check_objective
 from .robust import RandomTransforms
-from .weights import DEFAULT_WEIGHTS, WEIGHTS
+from .weights import DEFAULT_WEIGHTS
 
 __all__ = ["TOPIQLoss", "TOPIQTarget", "build_network"]
-
-
-def build_network(
-    weights: str | os.PathLike[str] | None = DEFAULT_WEIGHTS,
-    cache_dir: str | os.PathLike[str] | None = None,
-    progress: bool = True,
-) -> CFANetFR:
-    """A frozen CFANet-FR in eval mode with ``weights`` loaded (see :class:`TOPIQLoss`).
-
-    Raises:
-        WeightsError: the file is not a CFANet-FR checkpoint (a no-reference file is
-            named as such), or cannot be downloaded or read.
-    """
-    net, _ = load_network(weights, WEIGHTS, CFANetFR, {"fr": CFANetFR}, cache_dir, progress)
-    return net  # type: ignore[return-value]
 
 
 _ROBUST_TARGET = (
@@ -123,7 +109,7 @@ class TOPIQLoss(FrozenNetworkLoss):
     ) -> None:
         objective = check_objective(objective)
         if net is None:
-            net = build_network(weights, cache_dir=cache_dir, progress=progress)
+            net = build_network(weights, kind="fr", cache_dir=cache_dir, progress=progress)
             self_weights_name = "random (tests only)" if weights in (None, "random") else str(weights)
         else:
             self_weights_name = "given network"

@@ -14,6 +14,7 @@ from .frozen import FrozenNetworkLoss, load_network
 from .functional import Reduction, reduce_loss
 from .functional_nr import topiq_nr, topiq_nr_features, topiq_nr_loss
 from .maps import QualityMaps, maps_from_features
+from .networks import build_network_of_kinds
 from .objectives import Objective, check_objective
 from .robust import RandomTransforms
 from .trunk import CFANetFeatures
@@ -29,16 +30,15 @@ def build_nr_network(
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
 ) -> CFANetNR:
-    """A frozen CFANet-NR in eval mode with ``weights`` loaded (see :class:`TOPIQNRLoss`).
-
-    A checkpoint file's layout (quality or aesthetics) is read from its tensors.
+    """A frozen CFANet-NR in eval mode with ``weights`` loaded (see :class:`TOPIQNRLoss`):
+    :func:`~topiq_loss.build_network` taking quality (``"nr"``) or aesthetics (``"iaa"``)
+    weights.
 
     Raises:
         WeightsError: the file is not a CFANet-NR checkpoint (a full-reference file is
             named as such), or cannot be downloaded or read.
     """
-    net, _ = load_network(weights, NR_WEIGHTS, CFANetNR, _LAYOUT_BUILDS, cache_dir, progress)
-    return net  # type: ignore[return-value]
+    return cast(CFANetNR, build_network_of_kinds(weights, ("nr", "iaa"), cache_dir=cache_dir, progress=progress))
 
 
 class TOPIQNRLoss(FrozenNetworkLoss):

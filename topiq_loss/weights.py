@@ -4,15 +4,18 @@ Only metadata lives here, with :class:`WeightsError`, the one error of the weigh
 path: :mod:`topiq_loss.hub` downloads, verifies and caches (through
 :mod:`~topiq_loss.download`, :mod:`~topiq_loss.integrity` and
 :mod:`~topiq_loss.checkpoint`).
-Each entry knows the network it fits (``build``), the input resize the model was
-evaluated with and its score range. The weights are the TOPIQ authors' and carry
-their terms (non-commercial use); this package never bundles them.
+One registry, :data:`REGISTRY`, holds every entry under a unique name; each entry
+knows its kind (``"fr"``, ``"nr"``, ``"iaa"``), the network it fits (``build``), the
+input resize the model was evaluated with and its score range. :data:`WEIGHTS` and
+:data:`NR_WEIGHTS` are live views of it by kind. The weights are the TOPIQ authors'
+and carry their terms (non-commercial use); this package never bundles them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
+from typing import Final, Literal
 
 import torch.nn as nn
 
@@ -20,15 +23,24 @@ from .cfanet import CFANetFR
 from .cfanet_nr import CFANetNR
 
 __all__ = [
+    "BUILD_BY_KIND",
     "DEFAULT_NR_WEIGHTS",
     "DEFAULT_WEIGHTS",
+    "DEFAULT_WEIGHTS_BY_KIND",
+    "KINDS",
+    "Kind",
     "NR_WEIGHTS",
     "RANDOM",
+    "REGISTRY",
     "WEIGHTS",
     "WeightsEntry",
     "WeightsError",
+    "WeightsKindError",
+    "WeightsView",
+    "check_kind",
     "entry_for_file",
     "get_weights_entry",
+    "list_weights",
 ]
 
 _GITHUB = "https://github.com/chaofengc/IQA-PyTorch/releases/download/v0.1-weights"
@@ -45,8 +57,38 @@ _LICENSE = "TOPIQ authors' terms (IQA-PyTorch weights): non-commercial research 
 RANDOM = "random"
 
 
+#: What a checkpoint scores: ``"fr"`` full-reference quality (TOPIQ-FR), ``"nr"``
+#: no-reference quality (TOPIQ-NR), ``"iaa"`` aesthetics (TOPIQ-IAA). The same names as
+#: the checkpoint layouts told from the tensors (:data:`topiq_loss.checkpoint.LAYOUTS`).
+Kind = Literal["fr", "nr", "iaa"]
+KINDS: Final[tuple[Kind, ...]] = ("fr", "nr", "iaa")
+
+#: The (randomly initialised) network each kind of checkpoint loads into.
+BUILD_BY_KIND: Final[Mapping[str, Callable[[], nn.Module]]] = {
+    "fr": CFANetFR,
+    "nr": CFANetNR,
+    "iaa": CFANetNR.aesthetics,
+}
+
+
 class WeightsError(RuntimeError):
     """A checkpoint could not be downloaded, verified or loaded."""
+
+
+class WeightsKindError(WeightsError, ValueError):
+    """The weights are of another kind than the network asked for.
+
+    A :class:`WeightsError` (the checkpoint does not fit) and a ``ValueError`` (the
+    ``weights=`` and ``kind=`` arguments disagree), so either ``except`` catches it.
+    """
+
+
+def check_kind(kind: object) -> Kind:
+    """``kind`` if it is one of :data:`KINDS`; a ValueError naming ``kind`` otherwise."""
+    for known in KINDS:
+        if isinstance(kind, str) and kind == known:
+            return known
+    raise ValueError(f"`kind` must be one of {KINDS} or None; got {kind!r}")
 
 
 @dataclass(frozen=True)
@@ -55,6 +97,7 @@ class WeightsEntry:
 
     Attributes:
         name: registry key (``"kadid"``, ``"koniq"``, ...).
+        kind: what it scores, one of :data:`KINDS` (``build`` must make that network).
         filename: file name as published; torch.hub-style ``<stem>-<sha256[:8]>.pth``.
         sha256_prefix: the published hash prefix (no full digest is published).
         urls: download locations in priority order.
@@ -80,9 +123,13 @@ class WeightsEntry:
     sha256: str = ""
     max_bytes: int = 192 * 2**20
     meta: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+    kind: Kind = "fr"
+
+    def __post_init__(self) -> None:
+        check_kind(self.kind)
 
 
-def _entry(name: str, filename: str, dataset: str, measures: str, **kwargs: object) -> WeightsEntry:
+def _entry(name: str, filename: str, kind: Kind, dataset: str, measures: str, **kwargs: object) -> WeightsEntry:
     prefix = filename.rsplit("-", 1)[1].split(".", 1)[0]
     score_range: tuple[float, float] = kwargs.get("score_range", (0.0, 1.0))  # type: ignore[assignment]
     worst, best = score_range
@@ -91,6 +138,8 @@ def _entry(name: str, filename: str, dataset: str, measures: str, **kwargs: obje
         filename=filename,
         sha256_prefix=prefix,
         urls=(f"{_GITHUB}/{filename}", f"{_HF}/{filename}"),
+        kind=kind,
+        build=BUILD_BY_KIND[kind],
         meta={
             "dataset": dataset,
             "measures": measures,
@@ -102,38 +151,96 @@ def _entry(name: str, filename: str, dataset: str, measures: str, **kwargs: obje
     )
 
 
-#: Full-reference (TOPIQ-FR) checkpoints, for :class:`~topiq_loss.TOPIQLoss`.
-WEIGHTS: dict[str, WeightsEntry] = {
+#: Every official checkpoint, by unique name, full-reference first. The one registry:
+#: :data:`WEIGHTS` and :data:`NR_WEIGHTS` are views of it.
+REGISTRY: dict[str, WeightsEntry] = {
     "kadid": _entry(
-        "kadid", "cfanet_fr_kadid_res50-2c4cc61d.pth", "KADID-10k", "fidelity to a reference (synthetic distortions)"
+        "kadid", "cfanet_fr_kadid_res50-2c4cc61d.pth", "fr", "KADID-10k",
+        "fidelity to a reference (synthetic distortions)",
     ),
     "pipal": _entry(
-        "pipal", "cfanet_fr_pipal_res50-69bbe5ba.pth", "PIPAL", "fidelity to a reference (incl. GAN/SR outputs)"
+        "pipal", "cfanet_fr_pipal_res50-69bbe5ba.pth", "fr", "PIPAL", "fidelity to a reference (incl. GAN/SR outputs)"
     ),
-}
-DEFAULT_WEIGHTS = "kadid"
-
-#: No-reference checkpoints (TOPIQ-NR quality, TOPIQ-IAA aesthetics), for
-#: :class:`~topiq_loss.TOPIQNRLoss`.
-NR_WEIGHTS: dict[str, WeightsEntry] = {
     "koniq": _entry(
-        "koniq", "cfanet_nr_koniq_res50-9a73138b.pth", "KonIQ-10k", "technical quality of in-the-wild photos",
-        build=CFANetNR, max_bytes=256 * 2**20,
+        "koniq", "cfanet_nr_koniq_res50-9a73138b.pth", "nr", "KonIQ-10k", "technical quality of in-the-wild photos",
+        max_bytes=256 * 2**20,
     ),
     "spaq": _entry(
-        "spaq", "cfanet_nr_spaq_res50-a7f799ac.pth", "SPAQ", "quality of smartphone photos", build=CFANetNR,
+        "spaq", "cfanet_nr_spaq_res50-a7f799ac.pth", "nr", "SPAQ", "quality of smartphone photos",
         max_bytes=256 * 2**20,
     ),
     "flive": _entry(
-        "flive", "cfanet_nr_flive_res50-ded1c74e.pth", "FLIVE (PaQ-2-PiQ)", "quality of in-the-wild photos",
-        build=CFANetNR, resize=384, max_bytes=256 * 2**20,
+        "flive", "cfanet_nr_flive_res50-ded1c74e.pth", "nr", "FLIVE (PaQ-2-PiQ)", "quality of in-the-wild photos",
+        resize=384, max_bytes=256 * 2**20,
     ),
     "ava": _entry(
-        "ava", "cfanet_iaa_ava_res50-3cd62bb3.pth", "AVA", "aesthetics (expected 1..10 rating)",
-        build=CFANetNR.aesthetics, resize=384, score_range=(1.0, 10.0), max_bytes=384 * 2**20,
+        "ava", "cfanet_iaa_ava_res50-3cd62bb3.pth", "iaa", "AVA", "aesthetics (expected 1..10 rating)",
+        resize=384, score_range=(1.0, 10.0), max_bytes=384 * 2**20,
     ),
 }
-DEFAULT_NR_WEIGHTS = "koniq"
+
+#: The weights each kind uses when none are named.
+DEFAULT_WEIGHTS_BY_KIND: Final[Mapping[str, str]] = {"fr": "kadid", "nr": "koniq", "iaa": "ava"}
+
+
+def list_weights(kind: str | None = None) -> list[str]:
+    """Names of the registry's checkpoints in registry order, only those of ``kind`` if given.
+
+    Raises:
+        ValueError: ``kind`` is not None, ``"fr"``, ``"nr"`` or ``"iaa"``.
+    """
+    kinds = KINDS if kind is None else (check_kind(kind),)
+    return [name for name, e in REGISTRY.items() if e.kind in kinds]
+
+
+class WeightsView(MutableMapping[str, WeightsEntry]):
+    """The entries of :data:`REGISTRY` of some kinds, read and written through.
+
+    Live, not a copy: code (and tests) that replace ``WEIGHTS["kadid"]`` change the entry
+    every loader sees.
+    """
+
+    def __init__(self, kinds: tuple[Kind, ...]) -> None:
+        self.kinds = kinds
+
+    def __getitem__(self, name: str) -> WeightsEntry:
+        entry = REGISTRY[name]
+        if entry.kind not in self.kinds:
+            raise KeyError(name)
+        return entry
+
+    def __setitem__(self, name: str, entry: WeightsEntry) -> None:
+        if entry.kind not in self.kinds:
+            raise ValueError(f"this view holds entries of kinds {self.kinds}; got one of kind {entry.kind!r}")
+        held = REGISTRY.get(name)
+        if held is not None and held.kind not in self.kinds:
+            # Names are unique across kinds: replacing koniq through WEIGHTS would hide it from NR_WEIGHTS.
+            raise ValueError(f"{name!r} already names an entry of kind {held.kind!r}; names are unique across kinds")
+        REGISTRY[name] = entry
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self:
+            raise KeyError(name)
+        del REGISTRY[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([name for name, e in REGISTRY.items() if e.kind in self.kinds])
+
+    def __len__(self) -> int:
+        return sum(e.kind in self.kinds for e in REGISTRY.values())
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+#: Full-reference (TOPIQ-FR) checkpoints, for :class:`~topiq_loss.TOPIQLoss`.
+WEIGHTS: WeightsView = WeightsView(("fr",))
+DEFAULT_WEIGHTS = DEFAULT_WEIGHTS_BY_KIND["fr"]
+
+#: No-reference checkpoints (TOPIQ-NR quality, TOPIQ-IAA aesthetics), for
+#: :class:`~topiq_loss.TOPIQNRLoss`.
+NR_WEIGHTS: WeightsView = WeightsView(("nr", "iaa"))
+DEFAULT_NR_WEIGHTS = DEFAULT_WEIGHTS_BY_KIND["nr"]
 
 
 def get_weights_entry(name: str, registry: Mapping[str, WeightsEntry] = WEIGHTS) -> WeightsEntry:
@@ -148,7 +255,7 @@ def get_weights_entry(name: str, registry: Mapping[str, WeightsEntry] = WEIGHTS)
 
 
 def entry_for_file(filename: str, registry: Mapping[str, WeightsEntry] | None = None) -> WeightsEntry | None:
-    """The entry whose published file is called ``filename`` (FR and NR registries by
+    """The entry whose published file is called ``filename`` (in :data:`REGISTRY` by
     default, read at call time), or None."""
-    entries = registry if registry is not None else {**WEIGHTS, **NR_WEIGHTS}
+    entries = registry if registry is not None else REGISTRY
     return next((e for e in entries.values() if e.filename == filename), None)
