@@ -4,8 +4,8 @@ frozen and initialised; robust options are checked up front; odd inputs name the
 from __future__ import annotations
 
 import copy
-from dataclasses import replace
 import pickle
+from dataclasses import replace
 
 import pytest
 import torch

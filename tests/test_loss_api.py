@@ -202,8 +202,8 @@ def test_backbone_layout_options_keep_scores(net):
         ):
             loss = TOPIQLoss(net=copy.deepcopy(net))
             loss.net.semantic_model.set_fused(fused, channels_last)
-            seen = []
-            loss.net.semantic_model.register_forward_hook(lambda m, i, o: seen.append(o[0]))
+            seen: list[torch.Tensor] = []
+            loss.net.semantic_model.register_forward_hook(lambda m, i, o, seen=seen: seen.append(o[0]))
             assert torch.allclose(loss.score(pred, target), want, atol=1e-5), (fused, channels_last)
             assert seen[0].is_contiguous(memory_format=layout), (fused, channels_last)
     assert net.semantic_model.fused_enabled  # the shared network was not changed

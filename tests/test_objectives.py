@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from seeded_weights import seeded_state_dict
 
 from topiq_loss import (
-    RandomTransforms,
     CFANetNR,
     DenoiseLoss,
     GeneratorLoss,
+    RandomTransforms,
     SRLoss,
     TOPIQLoss,
     TOPIQNRLoss,
