@@ -140,8 +140,9 @@ def build(device: torch.device) -> tuple[list[Row], torch.nn.Module, Fn | None]:
         own = copy.deepcopy(net).to(device)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            # The one place that knows TOPIQLoss's options: update it if they move.
-            losses = {ab: TOPIQLoss(net=own, amp_backbone=ab, channels_last=channels_last) for ab in (False, True)}
+            # The one place that knows the network's settings: update it if they move.
+            own.semantic_model.set_fused(True, channels_last)
+            losses = {ab: TOPIQLoss(net=copy.deepcopy(own)).set_backbone_autocast(ab) for ab in (False, True)}
         for prec in PRECISIONS:
             loss = losses[prec.amp_backbone]
             variant = "fused, channels_last" if channels_last else "fused, contiguous"

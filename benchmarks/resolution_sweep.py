@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import sys
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -35,48 +33,15 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from bench_loss import saved_bytes  # noqa: E402
 from seeded_weights import seeded_state_dict  # noqa: E402
 
 from topiq_loss import CFANetFR, TOPIQLoss  # noqa: E402
 
 Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 BLOCK = 256 * 256
-
-
-def saved_activation_bytes(step: Step, pred: torch.Tensor, target: torch.Tensor, exclude: set[int]) -> int:
-    """Run one forward+backward; bytes of the storages autograd saved for it (``exclude``: weights)."""
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        try:
-            storage = t.untyped_storage()
-        except (RuntimeError, NotImplementedError):  # opaque tensors (mkldnn) have no storage
-            return t
-        if storage.data_ptr() not in exclude:
-            seen[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    p = pred.clone().requires_grad_(True)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = step(p, target)
-    loss.backward()
-    return sum(seen.values())
-
-
-def timed(step: Step, pred: torch.Tensor, target: torch.Tensor) -> tuple[float, float, int]:
-    """Wall and process CPU seconds of one forward+backward (device synchronised), and the
-    minor page faults it took."""
-    p = pred.clone().requires_grad_(True)
-    if p.is_cuda:
-        torch.cuda.synchronize()
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    t0, c0 = time.perf_counter(), time.process_time()
-    step(p, target).backward()
-    if p.is_cuda:
-        torch.cuda.synchronize()
-    t1, c1 = time.perf_counter(), time.process_time()
-    return t1 - t0, c1 - c0, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
 
 
 def storage_ptrs(module: torch.nn.Module) -> set[int]:
@@ -89,13 +54,8 @@ def build_rows(device: torch.device, with_pyiqa: bool) -> list[tuple[str, Step, 
     state = seeded_state_dict(net.state_dict())
     net.load_state_dict(state)
     loss = TOPIQLoss(net=net.requires_grad_(False).eval()).to(device)
-    # The fused copy is built lazily: run once so its weights exist before collecting pointers.
-    with torch.no_grad():
-        x = torch.rand(1, 3, 64, 64, device=device)
-        loss(x, x)
-    runner = loss.net.semantic_model._runner()
     rows: list[tuple[str, Step, set[int]]] = [
-        ("ours", lambda p, t: loss(p, t), storage_ptrs(loss.net) | storage_ptrs(runner))
+        ("ours", lambda p, t: loss(p, t), storage_ptrs(loss.net))
     ]
     if with_pyiqa:
         from pyiqa_oracle import build_reference_fr
@@ -161,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[tuple[str, int], tuple[float, float, float, int, int]] = {}
     for size in sizes:
         pred, target = images(size, device)
-        saved = {label: saved_activation_bytes(step, pred, target, w) for label, step, w in rows}  # also the warm-up
+        saved = {label: saved_bytes(step, pred, target, w) for label, step, w in rows}  # also the warm-up
         times: dict[str, list[float]] = {label: [] for label, _, _ in rows}
         cpu: dict[str, list[float]] = {label: [] for label, _, _ in rows}
         faults: dict[str, list[int]] = {label: [] for label, _, _ in rows}
