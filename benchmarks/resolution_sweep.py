@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
