@@ -85,8 +85,9 @@ class SRLoss(MixedLoss):
         if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
             raise ValueError(f"`scale` must be an integer >= 1; got {scale!r}")
         super().__init__(
-            pixel, pixel_weight, topiq_weight, reduction, topiq, topiq_kwargs, nr_weight, nr, objective,
-            lpips_weight, lpips,
+            pixel=pixel, pixel_weight=pixel_weight, topiq_weight=topiq_weight, reduction=reduction, topiq=topiq,
+            topiq_kwargs=topiq_kwargs, nr_weight=nr_weight, nr=nr, objective=objective, lpips_weight=lpips_weight,
+            lpips=lpips,
         )
         self.scale = scale
         self.shave = _checks.check_bool(shave, "shave")
@@ -172,7 +173,10 @@ class DenoiseLoss(MixedLoss):
         **topiq_kwargs: Any,
     ) -> None:
         predicts_ = _checks.check_choice(predicts, "predicts", ("clean", "residual"))
-        super().__init__(pixel, pixel_weight, topiq_weight, reduction, topiq, topiq_kwargs, objective=objective)
+        super().__init__(
+            pixel=pixel, pixel_weight=pixel_weight, topiq_weight=topiq_weight, reduction=reduction, topiq=topiq,
+            topiq_kwargs=topiq_kwargs, objective=objective,
+        )
         self.predicts = predicts_
 
     def extra_repr(self) -> str:

@@ -119,8 +119,9 @@ class GeneratorLoss(MixedLoss):
     ) -> None:
         adv = _checks.check_choice(adversarial, "adversarial", ADVERSARIAL_KINDS)
         super().__init__(
-            pixel, pixel_weight, topiq_weight, "mean", topiq, topiq_kwargs, nr_weight, nr, objective,
-            lpips_weight, lpips,
+            pixel=pixel, pixel_weight=pixel_weight, topiq_weight=topiq_weight, reduction="mean", topiq=topiq,
+            topiq_kwargs=topiq_kwargs, nr_weight=nr_weight, nr=nr, objective=objective, lpips_weight=lpips_weight,
+            lpips=lpips,
         )
         self.adversarial = adv
         self.adversarial_weight = _checks.check_non_negative(adversarial_weight, "adversarial_weight")

@@ -105,6 +105,7 @@ class MixedLoss(nn.Module):
 
     def __init__(
         self,
+        *,
         pixel: PixelKind | None,
         pixel_weight: float,
         topiq_weight: float,
