@@ -77,7 +77,7 @@ def test_a_spent_budget_leaves_rows_marked_not_run(gpu_check):
     assert "not run (budget)" in report.render() and not report.failed
 
 
-def test_saved_activation_bytes_counts_each_storage_once_and_skips_weights():
+def test_saved_bytes_counts_each_storage_once_and_skips_weights():
     sweep = _load("resolution_sweep")
     w = torch.randn(1, 3, 1, 1)
     x = torch.rand(2, 3, 16, 16)
@@ -86,6 +86,13 @@ def test_saved_activation_bytes_counts_each_storage_once_and_skips_weights():
         # p * p saves p twice (one storage); p * w saves p and w (w is a weight)
         return ((p * p) + (p * w)).sum()
 
-    got = sweep.saved_activation_bytes(step, x, x, {w.untyped_storage().data_ptr()})
+    got = sweep.saved_bytes(step, x, x, {w.untyped_storage().data_ptr()})
     assert got == x.numel() * x.element_size()
-    assert sweep.saved_activation_bytes(step, x, x, set()) == (x.numel() + w.numel()) * 4
+    assert sweep.saved_bytes(step, x, x, set()) == (x.numel() + w.numel()) * 4
+    # A constant shaped like a backbone weight (the per-call folded weights) is not an activation.
+    folded = torch.randn(64, 3, 7, 7)
+
+    def conv_step(p, t):
+        return torch.nn.functional.conv2d(p, folded).sum()
+
+    assert sweep.saved_bytes(conv_step, x, x, set()) == x.numel() * x.element_size()
