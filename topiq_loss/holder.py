@@ -95,10 +95,18 @@ class FrozenHolder(nn.Module):
             raise TypeError(f"`robust` must be a bool or a RandomTransforms; got {type(robust).__name__}")
         self.robust = robust is not False
         self.robust_transforms = transforms
-        self.robust_samples = transforms.samples
         # A private generator by default: robust draws never advance torch's global RNG.
         self.generator = transforms.generator if transforms.generator is not None else private_generator()
-        self.own_generator = transforms.generator is None
+
+    @property
+    def robust_samples(self) -> int:
+        """Transforms averaged per call (the robust transforms' ``samples``)."""
+        return self.robust_transforms.samples
+
+    @property
+    def own_generator(self) -> bool:
+        """Whether the robust draws come from this loss's private generator."""
+        return self.robust_transforms.generator is None
 
     @property
     def net(self) -> Any:

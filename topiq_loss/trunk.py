@@ -102,15 +102,19 @@ class CFANetTrunk(nn.Module):
         for m in self.dim_reduce.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight)
-        # Settings (timm style): held here, read at each call, never in state_dict().
-        self.grad_checkpointing = False
+        # Settings (timm style): read at each call, never in state_dict(). Checkpointing
+        # is held once, by the backbone (see the grad_checkpointing property).
         self.backbone_autocast = False
+
+    @property
+    def grad_checkpointing(self) -> bool:
+        """Whether the backbone and the fronts recompute activations in backward."""
+        return bool(self.semantic_model.grad_checkpointing)
 
     def set_grad_checkpointing(self, enable: bool = True) -> CFANetTrunk:
         """Recompute the backbone's stages and each level's gated pooling in backward
         instead of storing their activations (less memory, about one extra forward of
         the network in backward; same values and gradients). Returns ``self``."""
-        self.grad_checkpointing = bool(enable)
         self.semantic_model.set_grad_checkpointing(enable)
         return self
 
