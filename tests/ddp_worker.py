@@ -74,7 +74,7 @@ def main() -> None:
         from torch.distributed.fsdp import fully_shard
         from torch.distributed.tensor import DTensor
 
-        dist.init_process_group("gloo", rank=rank, world_size=world)
+        dist.init_process_group("gloo", init_method=os.environ["TOPIQ_TEST_RENDEZVOUS"], rank=rank, world_size=world)
         fully_shard(model.body)
         wrapped = fully_shard(model)
         half = BATCH // world
@@ -82,7 +82,7 @@ def main() -> None:
         report["sharded"] = sum(isinstance(p, DTensor) for p in model.parameters())
         report["loss_sharded"] = sum(isinstance(p, DTensor) for p in model.criterion.net.parameters())
     elif world > 1:
-        dist.init_process_group("gloo", rank=rank, world_size=world)
+        dist.init_process_group("gloo", init_method=os.environ["TOPIQ_TEST_RENDEZVOUS"], rank=rank, world_size=world)
         wrapped = nn.parallel.DistributedDataParallel(model)  # find_unused_parameters=False
         half = BATCH // world
         x, y = x[rank * half : (rank + 1) * half], y[rank * half : (rank + 1) * half]

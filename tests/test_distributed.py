@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,14 +18,12 @@ WORKER = TESTS / "ddp_worker.py"
 pytestmark = pytest.mark.usefixtures("fresh_hub_state")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run(world: int, out: Path, name: str, url: str, torch_home: Path, mode: str = "ddp") -> list[dict]:
-    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), TORCH_HOME=str(torch_home))
+    # A file rendezvous, not a TCP port: a port found free here can be taken before the
+    # ranks bind it, which failed this test once on a busy machine.
+    store = out / f"{mode}_store_of{world}"
+    store.unlink(missing_ok=True)
+    env = dict(os.environ, TOPIQ_TEST_RENDEZVOUS=f"file://{store}", TORCH_HOME=str(torch_home))
     env.pop("TOPIQ_LOSS_MIRROR", None)
     procs = [
         subprocess.Popen(
