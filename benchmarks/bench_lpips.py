@@ -39,8 +39,9 @@ def build_rows(device: str) -> list[tuple[str, Step, set[int]]]:
             rows.append((f"LPIPSPlusLoss {net}", plus, ptrs(plus.net)))
             plain = LPIPSLoss(network=plus.net)
             rows.append((f"LPIPSLoss {net} (plain average)", plain, ptrs(plus.net)))
-            ck = LPIPSPlusLoss(network=plus.net, checkpoint=True)
-            rows.append((f"LPIPSPlusLoss {net} checkpoint", ck, ptrs(plus.net)))
+            # Its own network: the setting lives on the network, and the rows above share one.
+            ck = LPIPSPlusLoss(net=net, weights=None).to(device).set_grad_checkpointing()
+            rows.append((f"LPIPSPlusLoss {net} checkpoint", ck, ptrs(ck.net)))
         try:
             import lpips
 

@@ -161,17 +161,34 @@ def test_spatial_map_shape_and_mean(alex):
     torch.testing.assert_close(layer, loss_fn(pred, target), rtol=1e-5, atol=1e-7)
 
 
+def _saved_count(loss_fn, pred, target) -> int:
+    count = 0
+
+    def pack(t):
+        nonlocal count
+        count += 1
+        return t
+
+    x = pred.clone().requires_grad_(True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss_fn(x, target)
+    return count
+
+
 def test_options_keep_the_value(alex):
     target = smooth_images(2, 48, 48, seed=8)
     pred = distort(target, 9, 0.1)
     base = LPIPSPlusLoss.from_lpips(alex)
     p = pred.clone().requires_grad_(True)
     base(p, target).backward()
-    ck = LPIPSPlusLoss.from_lpips(alex, checkpoint=True)
+    ck = LPIPSPlusLoss.from_lpips(alex).set_grad_checkpointing()
+    assert ck.checkpoint and ck.net.grad_checkpointing and not base.checkpoint
     q = pred.clone().requires_grad_(True)
     torch.testing.assert_close(ck(q, target), base(pred, target))
     ck(q, target).backward()
     torch.testing.assert_close(q.grad, p.grad)
+    # ... and the setting is acted on: the checkpointed graph keeps fewer tensors.
+    assert _saved_count(ck, pred, target) < _saved_count(LPIPSPlusLoss.from_lpips(alex), pred, target)
     # grey = the same grey on three channels; (-1, 1) inputs = the same images rescaled
     g_t, g_p = target[:, :1], pred[:, :1]
     torch.testing.assert_close(base(g_p, g_t), base(g_p.repeat(1, 3, 1, 1), g_t.repeat(1, 3, 1, 1)))
@@ -182,8 +199,12 @@ def test_options_keep_the_value(alex):
     )
     with torch.autocast("cpu", dtype=torch.bfloat16):  # backbone stays float32 by default
         amp = base(pred, target)
-        fast = LPIPSPlusLoss.from_lpips(alex, amp_backbone=True)(pred, target)
+        fast = LPIPSPlusLoss.from_lpips(alex).set_backbone_autocast()(pred, target)
     assert amp.dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the network's setting decides the taps' dtype
+        x = 2 * pred - 1
+        assert {f.dtype for f in base.net(x)} == {torch.float32}
+        assert {f.dtype for f in LPIPSPlusLoss.from_lpips(alex).set_backbone_autocast().net(x)} == {torch.bfloat16}
     torch.testing.assert_close(amp, base(pred, target), rtol=1e-5, atol=1e-6)
     assert torch.isfinite(fast) and abs(float(fast) - float(amp)) < 0.1 * float(amp)
 

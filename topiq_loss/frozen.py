@@ -12,7 +12,6 @@ import itertools
 import os
 import warnings
 from collections.abc import Callable, Mapping
-from typing import TypeVar
 
 import torch
 import torch.nn as nn
@@ -76,16 +75,14 @@ def load_network(
     return net.eval(), entry  # type: ignore[return-value]
 
 
-_Loss = TypeVar("_Loss", bound="FrozenNetworkLoss")
-
-
 class FrozenNetworkLoss(FrozenHolder):
     """Base of the TOPIQ loss modules: holds a frozen CFANet and the options common to all.
 
     Args: see :class:`~topiq_loss.TOPIQLoss` (reduction, loss_weight, input_range, robust,
     check_values, keep_in_state_dict). Settings of the network itself (gradient
     checkpointing, backbone autocast, BatchNorm folding) live on the network; the loss
-    forwards :meth:`set_grad_checkpointing` and :meth:`set_backbone_autocast` to it.
+    forwards :meth:`set_grad_checkpointing` and :meth:`set_backbone_autocast` to it
+    (see :class:`~topiq_loss.holder.FrozenHolder`).
     """
 
     def __init__(
@@ -116,29 +113,3 @@ class FrozenNetworkLoss(FrozenHolder):
                 "`torch.device('meta')` and load its weights before giving it to the loss"
             )
         self._hold(net, keep_in_state_dict)
-
-    def set_grad_checkpointing(self: _Loss, enable: bool = True) -> _Loss:
-        """Gradient checkpointing of the network (less memory, about one extra forward
-        in backward; same values and gradients); see
-        :meth:`~topiq_loss.trunk.CFANetTrunk.set_grad_checkpointing`. A network shared
-        by several losses shares the setting. Returns ``self``."""
-        self.net.set_grad_checkpointing(_checks.check_bool(enable, "enable"))
-        return self
-
-    def set_backbone_autocast(self: _Loss, enable: bool = True) -> _Loss:
-        """Under ``torch.autocast``, run the ResNet50 in half precision too. Faster, but
-        input gradients drift (cosine to fp32 measured 0.971 bf16, 0.998 fp16 on CPU);
-        by default the backbone stays float32 and only the attention head follows
-        autocast (cosine 0.9999). Returns ``self``."""
-        self.net.set_backbone_autocast(_checks.check_bool(enable, "enable"))
-        return self
-
-    @property
-    def checkpoint(self) -> bool:
-        """Whether the network uses gradient checkpointing (see :meth:`set_grad_checkpointing`)."""
-        return bool(self.net.grad_checkpointing)
-
-    @property
-    def amp_backbone(self) -> bool:
-        """Whether the backbone follows autocast (see :meth:`set_backbone_autocast`)."""
-        return bool(self.net.backbone_autocast)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn as nn
@@ -22,6 +22,7 @@ from .robust import RandomTransforms, ensemble_score, private_generator
 __all__ = ["FrozenHolder", "FrozenParameter", "freeze_parameters", "keeping_values"]
 
 _PROBES = itertools.count()
+_Holder = TypeVar("_Holder", bound="FrozenHolder")
 
 
 class FrozenParameter(nn.Parameter):
@@ -66,7 +67,13 @@ def keeping_values(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torc
 
 
 class FrozenHolder(nn.Module):
-    """Base of every loss module here: a hidden frozen network, robust-mode options, eval mode."""
+    """Base of every loss module here: a hidden frozen network, robust-mode options, eval mode.
+
+    Settings of the network itself (gradient checkpointing, backbone autocast) live on
+    the network, timm style; the loss forwards :meth:`set_grad_checkpointing` and
+    :meth:`set_backbone_autocast` to it and reads them back as ``checkpoint`` and
+    ``amp_backbone``.
+    """
 
     keep_in_state_dict: bool
     input_range: tuple[float, float]
@@ -112,6 +119,31 @@ class FrozenHolder(nn.Module):
     def net(self) -> Any:
         """The frozen network."""
         return self._net if self.keep_in_state_dict else self.__dict__["_frozen"][0]
+
+    def set_grad_checkpointing(self: _Holder, enable: bool = True) -> _Holder:
+        """Gradient checkpointing of the network (less memory, about one extra forward
+        in backward; same values and gradients). A network shared by several losses
+        shares the setting. Returns ``self``."""
+        self.net.set_grad_checkpointing(_checks.check_bool(enable, "enable"))
+        return self
+
+    def set_backbone_autocast(self: _Holder, enable: bool = True) -> _Holder:
+        """Under ``torch.autocast``, run the backbone in half precision too. Faster, but
+        input gradients drift (for TOPIQ's ResNet50 the cosine to fp32 measured 0.971
+        bf16, 0.998 fp16 on CPU); by default the backbone stays in the network's dtype
+        and only what follows it obeys autocast. Returns ``self``."""
+        self.net.set_backbone_autocast(_checks.check_bool(enable, "enable"))
+        return self
+
+    @property
+    def checkpoint(self) -> bool:
+        """Whether the network uses gradient checkpointing (see :meth:`set_grad_checkpointing`)."""
+        return bool(self.net.grad_checkpointing)
+
+    @property
+    def amp_backbone(self) -> bool:
+        """Whether the backbone follows autocast (see :meth:`set_backbone_autocast`)."""
+        return bool(self.net.backbone_autocast)
 
     def _apply(self, fn: Callable[..., Any], recurse: bool = True) -> FrozenHolder:
         fn = keeping_values(fn)

@@ -17,7 +17,6 @@ from typing import Any, TypeVar, cast
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
 
 from . import _checks
 from .functional import Reduction, reduce_loss
@@ -48,20 +47,6 @@ def _prepare(
     return convert(pred), convert(target)
 
 
-def _backbone(net: LPIPSNetwork, x: torch.Tensor, checkpoint: bool, amp_backbone: bool) -> list[torch.Tensor]:
-    device = x.device.type
-
-    def run(t: torch.Tensor) -> list[torch.Tensor]:
-        if checkpoint and t.requires_grad:
-            return cast(list[torch.Tensor], cp.checkpoint(net, t, use_reentrant=False))
-        return cast(list[torch.Tensor], net(t))
-
-    if torch.is_autocast_enabled(device) and not amp_backbone:
-        with torch.autocast(device, enabled=False):
-            return run(x)
-    return run(x)
-
-
 def _unit(f: torch.Tensor) -> torch.Tensor:
     # vector_norm's backward is 0 (not NaN) where a feature vector is all zero.
     norm: torch.Tensor = torch.linalg.vector_norm(f, dim=1, keepdim=True)
@@ -87,10 +72,6 @@ class LPIPSLoss(FrozenHolder):
         reduction: ``"mean"`` | ``"sum"`` | ``"none"`` over the batch.
         loss_weight: multiplies the loss.
         input_range: (low, high) of pixel values: (0, 1) default, (-1, 1) for tanh outputs.
-        checkpoint: gradient checkpointing of the backbone (recomputed in backward).
-        amp_backbone: under ``torch.autocast``, run the backbone in half precision too;
-            by default it stays in the network's dtype. The distance itself is always
-            computed in float32 (or float64) from the features.
         keep_in_state_dict: register the network as a submodule (saved in ``state_dict``).
         progress: torchvision's download progress bar.
         network: an :class:`~topiq_loss.lpips_nets.LPIPSNetwork` to use instead of loading
@@ -99,6 +80,12 @@ class LPIPSLoss(FrozenHolder):
             images (the ensemble of :class:`~topiq_loss.TOPIQLoss`'s robust mode):
             ``True``, or a :class:`~topiq_loss.RandomTransforms` (transforms, samples
             per call, generator).
+
+    Settings of the network, forwarded by the loss and chainable:
+    ``.set_grad_checkpointing()`` (the backbone recomputed in backward) and
+    ``.set_backbone_autocast()`` (under ``torch.autocast`` the backbone runs in half
+    precision too; by default it stays in the network's dtype). The distance itself is
+    always computed in float32 (or float64) from the features.
 
     Shape:
         - pred, target: (N, 3, H, W) or (N, 1, H, W), H, W >= 32, floating point.
@@ -115,8 +102,6 @@ class LPIPSLoss(FrozenHolder):
         reduction: Reduction = "mean",
         loss_weight: float = 1.0,
         input_range: tuple[float, float] = (0.0, 1.0),
-        checkpoint: bool = False,
-        amp_backbone: bool = False,
         keep_in_state_dict: bool = False,
         progress: bool = True,
         network: LPIPSNetwork | None = None,
@@ -131,8 +116,6 @@ class LPIPSLoss(FrozenHolder):
         self.reduction = _checks.check_reduction(reduction)
         self.loss_weight = _checks.check_loss_weight(loss_weight)
         self.input_range = _checks.check_input_range(input_range)
-        self.checkpoint = _checks.check_bool(checkpoint, "checkpoint")
-        self.amp_backbone = _checks.check_bool(amp_backbone, "amp_backbone")
         self._robust_options(robust)
         if network is None:
             network = build_lpips_network(_checks.check_choice(net, "net", ("alex", "vgg")), weights, progress)
@@ -174,12 +157,12 @@ class LPIPSLoss(FrozenHolder):
         net = self.net
         p, t = _prepare(pred, target, net, self.input_range)
         if t.requires_grad:  # one backbone pass over both
-            both = _backbone(net, torch.cat([p, t]), self.checkpoint, self.amp_backbone)
+            both = net(torch.cat([p, t]))
             fp, ft = [f[: len(p)] for f in both], [f[len(p) :] for f in both]
         else:
             with torch.no_grad():
-                ft = _backbone(net, t, False, self.amp_backbone)
-            fp = _backbone(net, p, self.checkpoint, self.amp_backbone)
+                ft = net(t)
+            fp = net(p)
         wide = torch.promote_types(net.dtype, torch.float32)
         maps: list[torch.Tensor] = []
         weights: list[torch.Tensor] = []

@@ -18,6 +18,7 @@ from typing import Any, Literal, cast
 
 import torch
 import torch.nn as nn
+import torch.utils.checkpoint as cp
 
 from .hub import WeightsError
 
@@ -66,6 +67,8 @@ class LPIPSNetwork(nn.Module):
     Attributes:
         features: the backbone up to its last tap (torchvision's module indices).
         lins: one bias-free 1x1 convolution (C_m -> 1) per tap.
+        grad_checkpointing, backbone_autocast: settings read at each call (see
+            :meth:`set_grad_checkpointing`, :meth:`set_backbone_autocast`).
     """
 
     shift: torch.Tensor
@@ -86,6 +89,8 @@ class LPIPSNetwork(nn.Module):
         # LPIPS' fixed input scaling of [-1, 1] images (its "ScalingLayer" constants).
         self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1))
         self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1))
+        self.grad_checkpointing = False
+        self.backbone_autocast = False
 
     @property
     def dtype(self) -> torch.dtype:
@@ -99,8 +104,33 @@ class LPIPSNetwork(nn.Module):
         """The linear layers' weights, (1, C_m, 1, 1) each."""
         return [cast(nn.Conv2d, lin).weight for lin in self.lins]
 
+    def set_grad_checkpointing(self, enable: bool = True) -> LPIPSNetwork:
+        """Recompute the backbone in backward instead of storing its activations (less
+        memory; same values and gradients). Returns ``self``."""
+        self.grad_checkpointing = bool(enable)
+        return self
+
+    def set_backbone_autocast(self, enable: bool = True) -> LPIPSNetwork:
+        """Under ``torch.autocast``, let the backbone run in half precision too (default
+        off: it stays in the network's dtype). Returns ``self``."""
+        self.backbone_autocast = bool(enable)
+        return self
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The five tapped activations (N, C_m, h_m, w_m) of ``x`` (N, 3, H, W) in [-1, 1]."""
+        """The five tapped activations (N, C_m, h_m, w_m) of ``x`` (N, 3, H, W) in [-1, 1],
+        under this network's checkpointing and autocast settings."""
+        device = x.device.type
+        if torch.is_autocast_enabled(device) and not self.backbone_autocast:
+            with torch.autocast(device, enabled=False):
+                return self._run(x)
+        return self._run(x)
+
+    def _run(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.grad_checkpointing and torch.is_grad_enabled() and x.requires_grad:
+            return cp.checkpoint(self._taps, x, use_reentrant=False)
+        return self._taps(x)
+
+    def _taps(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = (x - self.shift) / self.scale
         out = []
         for i, layer in enumerate(self.features):  # the features end at the last tap
