@@ -12,6 +12,14 @@ Three measurements, each printed as a Markdown table:
 3. ``--rho``: the anchored penalty's shape and width (Charbonnier at three widths,
    Huber, square): drift from a near-target start, L1 + 0.1 * loss from blur, and the
    gradient's size relative to the score objective's at the blurred start.
+4. ``--networks K``: the blur row of the pixel table for K seeded random networks and K
+   networks as torch initialises them (seeded, random BatchNorm statistics), with
+   what decides it: the size of each network's gradient, the deficit it sees at the
+   blurred start, and the cosine between the TOPIQ term's descent direction and the way
+   back to the reference (``ref - start``). A term that points back (cosine > 0) helps
+   L1; one orthogonal to it only perturbs L1's path, by an amount set by lambda times the
+   gradient's size. The same columns with ``--weights kadid`` show where a trained
+   network stands.
 
 With the default seeded *random* weights the TOPIQ columns mean nothing (the table says
 so): the run exists for fidelity (PSNR, SSIM) and drift. With the official weights
@@ -223,6 +231,60 @@ def rho_table(refs: torch.Tensor, net: CFANetFR, args: argparse.Namespace) -> No
     )
 
 
+def torch_init_state(template: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
+    """A CFANet-FR as torch initialises it (seeded), with non-trivial BatchNorm statistics."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        state = CFANetFR().state_dict()
+    g = torch.Generator().manual_seed(seed)
+    for key in state:
+        if key.endswith("running_mean"):
+            state[key] = 0.1 * torch.randn(state[key].shape, generator=g)
+        elif key.endswith("running_var"):
+            state[key] = 0.5 + torch.rand(state[key].shape, generator=g)
+    assert state.keys() == template.keys()
+    return state
+
+
+def networks_table(refs: torch.Tensor, net: CFANetFR, losses: dict[str, TOPIQLoss], args: argparse.Namespace) -> None:
+    from seeded_weights import seeded_state_dict
+
+    template = {k: v.clone() for k, v in net.state_dict().items()}
+    pairs = [(refs[i : i + 1], starts(refs[i : i + 1])["blur"]) for i in range(refs.shape[0])]
+    l1 = statistics.fmean(C.psnr(optimise(x0, ref, losses["score"], 0.0, True, args.steps, args.lr), ref) for ref, x0 in pairs)
+    # Two families of random networks: the tests' seeded weights, and torch's own init.
+    draws = [(f"seeded {k}", lambda k=k: seeded_state_dict(template, seed=k)) for k in range(args.networks)]
+    draws += [(f"torch init {k}", lambda k=k: torch_init_state(template, k)) for k in range(args.networks)]
+    rows: list[list[object]] = []
+    for name, state in draws:
+        # In place: the losses hold this network and fold its current tensors at each call.
+        net.load_state_dict(state(), strict=True)
+        grad, deficit, cosine = [], [], []
+        for ref, x0 in pairs:
+            t = ref.clone().requires_grad_(True)
+            (g,) = torch.autograd.grad(losses["score"](t, ref), t)
+            grad.append(g.norm().item())
+            x = x0.clone().requires_grad_(True)
+            (g,) = torch.autograd.grad(losses["anchored"](x, ref), x)
+            cosine.append(F.cosine_similarity(-g.flatten(), (ref - x0).flatten(), dim=0).item())
+            with torch.no_grad():
+                deficit.append((losses["anchored"].score(ref, ref) - losses["anchored"].score(x0, ref)).item())
+        common = [name, statistics.fmean(grad), statistics.fmean(deficit), statistics.fmean(cosine)]
+        for lam in args.lambdas:
+            psnr = {
+                obj: statistics.fmean(C.psnr(optimise(x0, ref, losses[obj], lam, True, args.steps, args.lr), ref) for ref, x0 in pairs)
+                for obj in ("score", "anchored")
+            }
+            rows.append([*common, lam, psnr["score"], psnr["anchored"], psnr["anchored"] - l1])
+    table(
+        f"Blur start, L1 + lambda * loss, {2 * args.networks} random networks "
+        f"({args.steps} Adam steps, lr {args.lr}, {refs.shape[0]} photos, {args.size} px; mean; L1 alone {l1:.2f} dB)",
+        ["network", "grad norm of 1 - score at the target", "deficit at the start", "cos(descent of anchored, ref - start)",
+         "lambda", "PSNR score (dB)", "PSNR anchored (dB)", "anchored - L1 alone (dB)"],
+        rows,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", default=None, help="registry name or path (default: seeded random weights)")
@@ -231,9 +293,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--sr-steps", type=int, default=60)
     parser.add_argument("--rho", action="store_true", help="compare the anchored penalty's shape and width instead")
+    parser.add_argument("--networks", type=int, default=0, metavar="K",
+                        help="the blur row for 2K random networks instead (not with --weights)")
     parser.add_argument("--only", choices=("pixels", "sr"), default=None)
     parser.add_argument("--lambdas", type=float, nargs="+", default=list(LAMBDAS), help="weights of the TOPIQ term")
     args = parser.parse_args(argv)
+    if args.networks and args.weights is not None:
+        parser.error("--networks draws seeded random networks; it cannot be combined with --weights")
     torch.set_num_threads(min(2, torch.get_num_threads()))
     if args.weights is None:
         from seeded_weights import seeded_state_dict
@@ -252,7 +318,9 @@ def main(argv: list[str] | None = None) -> None:
     refs = torch.cat([C.centre_crop(C.photo(n), args.size) for n in PHOTOS])
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {note}")
     t0 = time.perf_counter()
-    if args.rho:
+    if args.networks:
+        networks_table(refs, net, losses, args)
+    elif args.rho:
         rho_table(refs, net, args)
     else:
         if args.only in (None, "pixels"):

@@ -96,3 +96,26 @@ def test_saved_bytes_counts_each_storage_once_and_skips_weights():
         return torch.nn.functional.conv2d(p, folded).sum()
 
     assert sweep.saved_bytes(conv_step, x, x, set()) == x.numel() * x.element_size()
+
+
+def test_objectives_networks_table_reports_each_network_and_the_gap_to_l1(capsys):
+    """``benchmarks/objectives.py --networks``: one row per random network, in both families,
+    with a cosine in [-1, 1] and a gap column that is anchored minus L1 alone."""
+    pytest.importorskip("skimage")
+    objectives = _load("objectives")
+    threads = torch.get_num_threads()
+    try:
+        objectives.main(["--networks", "1", "--size", "32", "--steps", "1", "--lambdas", "0.1"])
+    finally:
+        torch.set_num_threads(threads)  # the script pins 2 threads, as its tables were run
+    out = capsys.readouterr().out
+    title = next(line for line in out.splitlines() if line.startswith("### Blur start"))
+    l1 = float(title.rsplit("L1 alone ", 1)[1].split(" dB")[0])
+    rows = [line.strip("| ").split(" | ") for line in out.splitlines() if line.startswith(("| seeded", "| torch init"))]
+    assert [r[0] for r in rows] == ["seeded 0", "torch init 0"]
+    for r in rows:
+        grad, cosine, lam, anchored, gap = float(r[1]), float(r[3]), float(r[4]), float(r[6]), float(r[7])
+        assert grad > 0 and -1 <= cosine <= 1 and lam == 0.1
+        assert gap == pytest.approx(anchored - l1, abs=6e-3)  # L1 printed to 2 decimals, the rest to 3
+    # Two different networks: the table does not repeat one network's figures.
+    assert rows[0][1:4] != rows[1][1:4]
