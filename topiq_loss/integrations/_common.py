@@ -10,13 +10,15 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import _checks
 from ..loss import TOPIQLoss
 from ..loss_nr import TOPIQNRLoss
+from ..lpips_loss import LPIPSPlusLoss
 
-__all__ = ["as_float32", "cached_fr", "cached_nr", "metric_device", "numpy_image", "score_fr", "score_nr", "upsample_to_min"]
+__all__ = ["LPIPSPlusPlug", "as_float32", "cached_fr", "cached_nr", "metric_device", "numpy_image", "score_fr", "score_nr", "upsample_to_min"]
 
 MIN_SIZE = _checks.MIN_SIZE
 
@@ -142,3 +144,53 @@ def as_float32(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Call
             return fn(cast[0], cast[1])
 
     return wrapped
+
+
+class LPIPSPlusPlug(nn.Module):
+    """What the plugs' LPIPS+ losses share: the options, the frozen loss, eval mode, and
+    per-sample values in float32 with autocast off (as the frameworks' own losses run),
+    inputs under 32 pixels enlarged. Each plug adds its framework's ``forward``.
+
+    Args:
+        loss_weight: the framework's loss weight.
+        net: ``"alex"`` (default) or ``"vgg"``.
+        weights: ``"default"`` (torchvision's ImageNet backbone + LPIPS v0.1 linear
+            layers, downloaded) or a path to a saved ``lpips.LPIPS`` state dict.
+        semantic_layer: the tap whose target activations weight the maps (0..4; 2, the
+            paper's choice, by default).
+        input_range: (low, high) of pixel values.
+        checkpoint: gradient checkpointing (less memory).
+        lpips: a prebuilt :class:`~topiq_loss.LPIPSPlusLoss` to use instead.
+    """
+
+    def __init__(
+        self,
+        loss_weight: float = 1.0,
+        net: str = "alex",
+        weights: str | os.PathLike[str] = "default",
+        semantic_layer: int = 2,
+        input_range: tuple[float, float] = (0.0, 1.0),
+        checkpoint: bool = False,
+        lpips: LPIPSPlusLoss | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        self.loss_weight = _checks.check_loss_weight(loss_weight)
+        if lpips is None:
+            lpips = LPIPSPlusLoss(
+                net=net, weights=weights, semantic_layer=semantic_layer, input_range=input_range
+            ).set_grad_checkpointing(checkpoint)
+        elif not isinstance(lpips, LPIPSPlusLoss):
+            raise TypeError(f"`lpips` must be an LPIPSPlusLoss or None; got {type(lpips).__name__}")
+        self.lpips = lpips
+
+    def train(self, mode: bool = True) -> LPIPSPlusPlug:
+        return super().train(False)
+
+    def loss_values(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """(N,) LPIPS+ distances of ``pred`` (N, C, H, W) to ``target``, unweighted."""
+        return as_float32(self._values)(pred, target)
+
+    def _values(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        pred, target = upsample_to_min(pred, target)
+        return self.lpips.score(pred, target)

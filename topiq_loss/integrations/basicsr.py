@@ -1,6 +1,7 @@
 """BasicSR plug: the TOPIQ loss and metrics in BasicSR's registries, and a train entry point.
 
-``import topiq_loss.integrations.basicsr`` registers ``BasicSRTOPIQLoss`` in
+``import topiq_loss.integrations.basicsr`` registers ``BasicSRTOPIQLoss`` and
+``BasicSRLPIPSPlusLoss`` in
 ``LOSS_REGISTRY`` and ``calculate_topiq`` / ``calculate_topiq_nr`` in
 ``METRIC_REGISTRY`` when basicsr is importable (topiq_loss never depends on it).
 ``python -m topiq_loss.integrations.basicsr -opt train.yml`` registers them and runs
@@ -21,7 +22,7 @@ import logging
 import os
 import sys
 import warnings
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -31,11 +32,13 @@ from ..functional import Reduction, reduce_loss
 from ..loss import TOPIQLoss
 from ..objectives import Objective, check_objective
 from ..robust import RandomTransforms
-from ..weights import DEFAULT_NR_WEIGHTS, DEFAULT_WEIGHTS
-from ._common import numpy_image, score_fr, score_nr
+from ..weights import DEFAULT_WEIGHTS
+from ._common import LPIPSPlusPlug
+from .basicsr_metrics import calculate_topiq, calculate_topiq_nr
 
 __all__ = [
     "COMPAT_ENV",
+    "BasicSRLPIPSPlusLoss",
     "BasicSRTOPIQLoss",
     "calculate_topiq",
     "calculate_topiq_nr",
@@ -53,6 +56,21 @@ _FIX = (
     f"basicsr imports {_OLD_TV}, which torchvision 0.17+ removed: set {COMPAT_ENV}=1 "
     "(topiq_loss then aliases it to torchvision.transforms.functional before importing basicsr)"
 )
+
+
+def per_sample_weighted(values: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """``values`` (N,) times BasicSR's optional ``weight``, which must be per sample: a
+    whole-image loss has no per-pixel meaning."""
+    if weight is None:
+        return values
+    if not isinstance(weight, torch.Tensor) or weight.numel() not in (1, values.numel()):
+        got = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
+        raise ValueError(
+            f"`weight` must be None or per-sample weights with {values.numel()} elements "
+            f"(e.g. shape ({values.numel()}, 1, 1, 1)); got {got}"
+        )
+    _checks.check_finite(weight, "weight")
+    return values * weight.reshape(-1).to(values)
 
 
 class BasicSRTOPIQLoss(nn.Module):
@@ -128,76 +146,36 @@ class BasicSRTOPIQLoss(nn.Module):
         self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None, **kwargs: Any
     ) -> torch.Tensor | tuple[torch.Tensor, None]:
         values = self.topiq.loss_values(pred, target)
-        if weight is not None:
-            if not isinstance(weight, torch.Tensor) or weight.numel() not in (1, values.numel()):
-                got = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
-                raise ValueError(
-                    f"`weight` must be None or per-sample weights with {values.numel()} elements "
-                    f"(e.g. shape ({values.numel()}, 1, 1, 1)); got {got}"
-                )
-            _checks.check_finite(weight, "weight")
-            values = values * weight.reshape(-1).to(values)
-        loss = self.loss_weight * reduce_loss(values, self.reduction)
+        loss = self.loss_weight * reduce_loss(per_sample_weighted(values, weight), self.reduction)
         return (loss, None) if self.as_perceptual else loss
 
 
-_Y_NOTE = "test_y_channel is ignored by calculate_topiq*: TOPIQ scores the colour image"
-_noted_y = False
+class BasicSRLPIPSPlusLoss(LPIPSPlusPlug):
+    """LPIPS+ loss (the TOPIQ paper's semantic-weighted LPIPS, :class:`~topiq_loss.LPIPSPlusLoss`)
+    with BasicSR's loss signature: a distance, 0 at the target.
 
+    Args: as :class:`~topiq_loss.integrations._common.LPIPSPlusPlug` (``loss_weight``,
+    ``net``, ``weights``, ``semantic_layer``, ``input_range``, ``checkpoint``, ``lpips``),
+    plus ``reduction`` and ``as_perceptual`` as for :class:`BasicSRTOPIQLoss`. Runs in
+    float32 with autocast off; inputs under 32 pixels are enlarged.
 
-def _note_y(test_y_channel: bool) -> None:
-    global _noted_y
-    if test_y_channel and not _noted_y:
-        _noted_y = True
-        _log.warning(_Y_NOTE)
-
-
-def calculate_topiq(
-    img: Any,
-    img2: Any,
-    crop_border: int = 0,
-    input_order: Literal["HWC", "CHW"] = "HWC",
-    test_y_channel: bool = False,
-    weights: str | os.PathLike[str] = DEFAULT_WEIGHTS,
-    device: str | torch.device | None = None,
-    **kwargs: Any,
-) -> float:
-    """TOPIQ-FR quality of ``img`` against ``img2``, higher is better (BasicSR metric).
-
-    Args:
-        img, img2: BasicSR validation images: (H, W, C) numpy arrays in BGR order with
-            values 0..255 (uint8 or float), as ``tensor2img`` gives them.
-        crop_border: pixels dropped at each edge first (at least 32x32 must remain).
-        input_order: ``"HWC"`` or ``"CHW"``.
-        test_y_channel: ignored (logged once): TOPIQ scores colour images.
-        weights: ``"kadid"`` (default), ``"pipal"`` or a checkpoint path.
-        device: where the network runs; default CUDA when available. One network is
-            built per (weights, device) and process, then reused.
+    Shape:
+        - pred, target: (N, C, H, W), C in (1, 3).
+        - weight: None, or per-sample weights broadcastable to (N,).
     """
-    _note_y(test_y_channel)
-    x = numpy_image(img, "img", input_order, crop_border)
-    y = numpy_image(img2, "img2", input_order, crop_border)
-    return score_fr(x, y, weights, device)
 
+    higher_is_better = False
 
-def calculate_topiq_nr(
-    img: Any,
-    crop_border: int = 0,
-    input_order: Literal["HWC", "CHW"] = "HWC",
-    test_y_channel: bool = False,
-    weights: str | os.PathLike[str] = DEFAULT_NR_WEIGHTS,
-    resize: int | None | Literal["auto"] = "auto",
-    device: str | torch.device | None = None,
-    **kwargs: Any,
-) -> float:
-    """No-reference TOPIQ score of ``img`` (BasicSR metric; ``img2`` is ignored).
+    def __init__(self, *args: Any, reduction: Reduction = "mean", as_perceptual: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reduction = _checks.check_reduction(reduction)
+        self.as_perceptual = _checks.check_bool(as_perceptual, "as_perceptual")
 
-    Args: as :func:`calculate_topiq`, with ``weights`` ``"koniq"`` (default),
-    ``"spaq"``, ``"flive"``, ``"ava"`` or a path, and ``resize`` as in
-    :class:`~topiq_loss.TOPIQNRLoss`.
-    """
-    _note_y(test_y_channel)
-    return score_nr(numpy_image(img, "img", input_order, crop_border), weights, device, resize)
+    def forward(
+        self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None, **kwargs: Any
+    ) -> torch.Tensor | tuple[torch.Tensor, None]:
+        loss = self.loss_weight * reduce_loss(per_sample_weighted(self.loss_values(pred, target), weight), self.reduction)
+        return (loss, None) if self.as_perceptual else loss
 
 
 def _install_compat_alias() -> None:
@@ -240,7 +218,7 @@ def _register(registry: Any, obj: Any) -> None:
 
 
 def register_basicsr(registry: Any | None = None, metric_registry: Any | None = None) -> bool:
-    """Add :class:`BasicSRTOPIQLoss` to BasicSR's ``LOSS_REGISTRY`` and
+    """Add :class:`BasicSRTOPIQLoss` and :class:`BasicSRLPIPSPlusLoss` to BasicSR's ``LOSS_REGISTRY`` and
     :func:`calculate_topiq` / :func:`calculate_topiq_nr` to its ``METRIC_REGISTRY``
     (or to the registries given). Returns True once registered (now or before),
     False if basicsr is not importable."""
@@ -252,6 +230,7 @@ def register_basicsr(registry: Any | None = None, metric_registry: Any | None = 
         registry = LOSS_REGISTRY if registry is None else registry
         metric_registry = METRIC_REGISTRY if metric_registry is None else metric_registry
     _register(registry, BasicSRTOPIQLoss)
+    _register(registry, BasicSRLPIPSPlusLoss)
     _register(metric_registry, calculate_topiq)
     _register(metric_registry, calculate_topiq_nr)
     return True

@@ -7,7 +7,8 @@ neosr imports every ``neosr/losses/*_loss.py`` and looks classes up by their exa
 
     register()
 
-makes ``type = "topiq_loss"`` (for the ``perceptual_opt`` or ``dists_opt`` slot)
+makes ``type = "topiq_loss"`` and ``type = "lpips_plus_loss"`` (for the
+``perceptual_opt`` or ``dists_opt`` slot)
 and ``type = "calculate_topiq_metric"`` / ``"calculate_topiq_nr_metric"`` available
 in its TOML. neosr losses return the weighted loss and run in float32.
 """
@@ -26,9 +27,9 @@ from .. import _checks
 from ..loss import TOPIQLoss
 from ..objectives import Objective, check_objective
 from ..weights import DEFAULT_NR_WEIGHTS, DEFAULT_WEIGHTS
-from ._common import as_float32, numpy_image, score_fr, score_nr, upsample_to_min
+from ._common import LPIPSPlusPlug, as_float32, numpy_image, score_fr, score_nr, upsample_to_min
 
-__all__ = ["calculate_topiq_metric", "calculate_topiq_nr_metric", "register", "topiq_loss"]
+__all__ = ["calculate_topiq_metric", "calculate_topiq_nr_metric", "lpips_plus_loss", "register", "topiq_loss"]
 
 _log = logging.getLogger(__name__)
 
@@ -81,6 +82,23 @@ class topiq_loss(nn.Module):  # noqa: N801 (neosr's registry names losses in low
         return self.loss_weight * self.topiq.loss_values(pred, target).mean()
 
 
+class lpips_plus_loss(LPIPSPlusPlug):  # noqa: N801 (neosr's naming)
+    """LPIPS+ loss for neosr (``type = "lpips_plus_loss"``); returns ``loss_weight * loss``.
+
+    The TOPIQ paper's semantic-weighted LPIPS (:class:`~topiq_loss.LPIPSPlusLoss`): a
+    distance, 0 at the target; float32 with autocast off, inputs under 32 pixels enlarged.
+    Args: ``loss_weight``, ``net`` (``"alex"`` | ``"vgg"``), ``weights`` (``"default"`` |
+    path), ``semantic_layer`` (2), ``input_range``, ``checkpoint``, ``lpips`` (prebuilt);
+    see :class:`~topiq_loss.integrations._common.LPIPSPlusPlug`.
+
+    Shape:
+        - pred, target: (N, C, H, W), C in (1, 3). Output: scalar.
+    """
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        return self.loss_weight * self.loss_values(pred, target).mean()
+
+
 def calculate_topiq_metric(
     img: Any,
     img2: Any,
@@ -116,14 +134,15 @@ def calculate_topiq_nr_metric(
 
 
 def register(loss_registry: Any | None = None, metric_registry: Any | None = None) -> None:
-    """Add :class:`topiq_loss` and the two metrics to neosr's registries (or to those
-    given); registering twice is a no-op."""
+    """Add :class:`topiq_loss`, :class:`lpips_plus_loss` and the two metrics to neosr's
+    registries (or to those given); registering twice is a no-op."""
     if loss_registry is None or metric_registry is None:
         reg = importlib.import_module("neosr.utils.registry")
         loss_registry = reg.LOSS_REGISTRY if loss_registry is None else loss_registry
         metric_registry = reg.METRIC_REGISTRY if metric_registry is None else metric_registry
     for registry, obj in (
         (loss_registry, topiq_loss),
+        (loss_registry, lpips_plus_loss),
         (metric_registry, calculate_topiq_metric),
         (metric_registry, calculate_topiq_nr_metric),
     ):

@@ -8,7 +8,7 @@ traiNNer-redux is not on PyPI. Its loss registry imports every
 
     register()
 
-makes ``type: topiqloss`` (loss) and ``type: calculate_topiq_metric`` /
+makes ``type: topiqloss`` and ``type: lpipsplusloss`` (losses) and ``type: calculate_topiq_metric`` /
 ``calculate_topiq_nr_metric`` (metrics) available in its YAML. The metrics have
 their own names: traiNNer-redux ships a ``calculate_topiq`` of its own, which
 its registry would refuse to see registered twice.
@@ -28,9 +28,9 @@ from .. import _checks
 from ..loss import TOPIQLoss as _TOPIQLoss
 from ..objectives import Objective, check_objective
 from ..weights import DEFAULT_NR_WEIGHTS, DEFAULT_WEIGHTS
-from ._common import as_float32, numpy_image, score_fr, score_nr, upsample_to_min
+from ._common import LPIPSPlusPlug, as_float32, numpy_image, score_fr, score_nr, upsample_to_min
 
-__all__ = ["TOPIQLoss", "calculate_topiq_metric", "calculate_topiq_nr_metric", "register"]
+__all__ = ["LPIPSPlusLoss", "TOPIQLoss", "calculate_topiq_metric", "calculate_topiq_nr_metric", "register"]
 
 _log = logging.getLogger(__name__)
 
@@ -87,6 +87,24 @@ class TOPIQLoss(nn.Module):
         return self.topiq.loss_values(pred, target).mean()
 
 
+class LPIPSPlusLoss(LPIPSPlusPlug):
+    """LPIPS+ loss for traiNNer-redux (``type: lpipsplusloss``); returns the UNWEIGHTED loss.
+
+    The TOPIQ paper's semantic-weighted LPIPS (:class:`~topiq_loss.LPIPSPlusLoss`): a
+    distance, 0 at the target. Same conventions as :class:`TOPIQLoss` here: unweighted
+    mean (a negative ``loss_weight`` compares with the upscaled LR), float32 with autocast
+    off, inputs under 32 pixels enlarged. Args: ``loss_weight``, ``net`` (``"alex"`` |
+    ``"vgg"``), ``weights`` (``"default"`` | path), ``semantic_layer`` (2), ``input_range``,
+    ``checkpoint``, ``lpips`` (prebuilt); see :class:`~topiq_loss.integrations._common.LPIPSPlusPlug`.
+
+    Shape:
+        - pred, target: (N, C, H, W), C in (1, 3), any H, W >= 1. Output: scalar.
+    """
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        return self.loss_values(pred, target).mean()
+
+
 def calculate_topiq_metric(
     img: Any,
     img2: Any,
@@ -122,14 +140,16 @@ def calculate_topiq_nr_metric(
 
 
 def register(loss_registry: Any | None = None, metric_registry: Any | None = None) -> None:
-    """Add :class:`TOPIQLoss` (as ``topiqloss``) and the two metrics to traiNNer-redux's
-    registries (or to those given); registering twice is a no-op."""
+    """Add :class:`TOPIQLoss` (as ``topiqloss``), :class:`LPIPSPlusLoss` (as
+    ``lpipsplusloss``) and the two metrics to traiNNer-redux's registries (or to those
+    given); registering twice is a no-op."""
     if loss_registry is None or metric_registry is None:
         reg = importlib.import_module("traiNNer.utils.registry")
         loss_registry = reg.LOSS_REGISTRY if loss_registry is None else loss_registry
         metric_registry = reg.METRIC_REGISTRY if metric_registry is None else metric_registry
     for registry, obj in (
         (loss_registry, TOPIQLoss),
+        (loss_registry, LPIPSPlusLoss),
         (metric_registry, calculate_topiq_metric),
         (metric_registry, calculate_topiq_nr_metric),
     ):
