@@ -197,7 +197,10 @@ def _broken_basicsr(tmp_path, monkeypatch, body: str) -> None:
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     for name in ("basicsr", "basicsr.utils", "basicsr.utils.registry"):
-        monkeypatch.delitem(sys.modules, name, raising=False)
+        # setitem first, so that teardown also removes what the test imports: a stand-in
+        # left in sys.modules made later find_spec("basicsr") calls see a basicsr.
+        monkeypatch.setitem(sys.modules, name, None)
+        monkeypatch.delitem(sys.modules, name)
 
 
 def test_basicsr_broken_by_torchvision_warns_with_the_fix(monkeypatch, tmp_path):
