@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .cli_report import FORMATS
-from .cli_score import DEFAULT
+from .cli_score import DEFAULT, METRICS
 from .hub import WeightsError
 from .images import read_image, to_pil
 from .weights import DEFAULT_NR_WEIGHTS, DEFAULT_WEIGHTS, NR_WEIGHTS, WEIGHTS, list_weights
@@ -91,6 +91,11 @@ def _parser() -> argparse.ArgumentParser:
         "omit for no-reference"
     )
     _common(s)
+    s.add_argument(
+        "--metric", choices=METRICS, default="topiq",
+        help="topiq: TOPIQ-FR with REF, TOPIQ-NR without (default); lpips+: the TOPIQ paper's LPIPS+ "
+        "distance (AlexNet; REF needed; lower is better; --weights default | PATH | random)",
+    )
     _output_options(s)
     s.add_argument("--csv", metavar="FILE", help="write name,score,weights per image")
     s.add_argument("--json", metavar="FILE", help="write the summary and one row per image as JSON")

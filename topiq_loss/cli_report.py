@@ -35,8 +35,9 @@ class Report:
     """The scores of one run.
 
     Attributes:
-        metric: ``"TOPIQ-FR"`` or ``"TOPIQ-NR"``.
+        metric: ``"TOPIQ-FR"``, ``"TOPIQ-NR"`` or ``"LPIPS+"``.
         weights: the registry name, a checkpoint's file name, or ``"random"``.
+        higher_is_better: True for TOPIQ's quality scores, False for a distance (LPIPS+).
         rows: one per image, in file-name order.
         unpaired: files of a folder run that had no partner (paths as given).
         folder: whether DIST was a folder (a summary is printed rather than one score).
@@ -44,6 +45,7 @@ class Report:
 
     metric: str
     weights: str
+    higher_is_better: bool = True
     rows: list[Row] = field(default_factory=list)
     unpaired: list[str] = field(default_factory=list)
     folder: bool = False
@@ -66,7 +68,7 @@ class Report:
             "metric": self.metric,
             "weights": self.weights,
             "random_weights": self.weights == RANDOM,
-            "higher_is_better": True,
+            "higher_is_better": self.higher_is_better,
             "count": len(self.rows),
             "mean": mean,
             "std": std,
@@ -81,13 +83,14 @@ class Report:
         mean, std = self.stats()
         if fmt == "plain":
             return f"{mean:.6f}"
+        direction = "higher is better" if self.higher_is_better else "lower is better"
         if not self.folder:
-            return f"{self.title} {mean:.4f}, higher is better"
+            return f"{self.title} {mean:.4f}, {direction}"
         width = max(len(r.name) for r in self.rows) + 2
         lines = [f"{r.name:<{width}}{r.score:.4f}" for r in self.rows]
         lines.append(
             f"{self.title} over {len(self.rows)} image{'s' * (len(self.rows) != 1)}: "
-            f"mean {mean:.4f}, std {std:.4f}, higher is better"
+            f"mean {mean:.4f}, std {std:.4f}, {direction}"
         )
         return "\n".join(lines)
 

@@ -1,7 +1,8 @@
 """The ``score`` and ``map`` commands: one network per run, scores that say what they are.
 
-With REF the network is TOPIQ-FR, without it TOPIQ-NR; a folder as DIST scores every
-image in it (see :mod:`topiq_loss.cli_folders`).
+With REF the network is TOPIQ-FR, without it TOPIQ-NR; ``--metric lpips+`` scores the
+TOPIQ paper's LPIPS+ distance instead (REF needed). A folder as DIST scores every image in
+it (see :mod:`topiq_loss.cli_folders`).
 """
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ from .cli_report import RANDOM, Format, Report, Row, unpaired_warning
 from .images import read_image, refuse_overwrite, save_image, writable_format
 from .loss import TOPIQLoss
 from .loss_nr import TOPIQNRLoss
+from .lpips_loss import LPIPSPlusLoss
 from .maps import render_maps
 from .weights import DEFAULT_NR_WEIGHTS, DEFAULT_WEIGHTS, NR_WEIGHTS, WEIGHTS
 
-__all__ = ["DEFAULT", "Scorer", "map_command", "new_loss", "score_command"]
+__all__ = ["DEFAULT", "METRICS", "Scorer", "map_command", "new_lpips_plus", "new_loss", "score_command"]
 
-#: ``--weights`` default: kadid with a reference, koniq without.
+#: ``--weights`` default: kadid with a reference, koniq without (LPIPS+: its default weights).
 DEFAULT = "default"
+#: ``--metric`` choices of ``score``.
+METRICS = ("topiq", "lpips+")
 
 
 def new_loss(reference: bool, weights: str | None, cache_dir: str | None) -> TOPIQLoss | TOPIQNRLoss:
@@ -35,42 +39,63 @@ def new_loss(reference: bool, weights: str | None, cache_dir: str | None) -> TOP
     return TOPIQNRLoss(weights=weights, cache_dir=cache_dir)
 
 
+def new_lpips_plus(weights: str | None) -> LPIPSPlusLoss:
+    """The frozen LPIPS+ (AlexNet) whose distance ``--metric lpips+`` reports (tests substitute one)."""
+    return LPIPSPlusLoss(net="alex", weights=weights)
+
+
 @dataclass
 class Scorer:
-    """A frozen TOPIQ network built once, with the name its scores are reported under."""
+    """A frozen network built once, with the name its scores are reported under."""
 
-    loss: TOPIQLoss | TOPIQNRLoss
+    loss: TOPIQLoss | TOPIQNRLoss | LPIPSPlusLoss
     weights: str  # registry name, checkpoint file name, or "random"
     device: str
 
     @property
     def metric(self) -> str:
+        if isinstance(self.loss, LPIPSPlusLoss):
+            return "LPIPS+"
         return "TOPIQ-FR" if isinstance(self.loss, TOPIQLoss) else "TOPIQ-NR"
 
     @classmethod
-    def build(cls, weights: str | None, reference: bool, device: str, cache_dir: str | None) -> Scorer:
-        """``weights`` as ``--weights`` gives it (None: random, ``"default"``: per kind)."""
-        registry = WEIGHTS if reference else NR_WEIGHTS
-        if weights == DEFAULT:
-            weights = DEFAULT_WEIGHTS if reference else DEFAULT_NR_WEIGHTS
-        label = RANDOM if weights is None else weights if weights in registry else Path(weights).name
+    def build(
+        cls, weights: str | None, reference: bool, device: str, cache_dir: str | None, metric: str = "topiq"
+    ) -> Scorer:
+        """``weights`` as ``--weights`` gives it (None: random, ``"default"``: per kind).
+
+        ``metric="lpips+"`` needs ``reference``; its weights are ``"default"`` (downloaded
+        through torchvision's cache, so ``cache_dir`` does not apply), a path, or random.
+        """
+        if metric not in METRICS:
+            raise ValueError(f"`--metric` must be one of {METRICS}; got {metric!r}")
+        if metric == "lpips+":
+            if not reference:
+                raise ValueError("--metric lpips+ needs REF: LPIPS+ is a full-reference distance")
+            label = RANDOM if weights is None else weights if weights == DEFAULT else Path(weights).name
+        else:
+            registry = WEIGHTS if reference else NR_WEIGHTS
+            if weights == DEFAULT:
+                weights = DEFAULT_WEIGHTS if reference else DEFAULT_NR_WEIGHTS
+            label = RANDOM if weights is None else weights if weights in registry else Path(weights).name
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            loss = new_loss(reference, weights, cache_dir).to(device)
+            loss = (new_lpips_plus(weights) if metric == "lpips+" else new_loss(reference, weights, cache_dir)).to(device)
         # One plain line each (a bare ``plain`` score of random weights carries no other mark).
         for w in caught:
             print(f"topiq-loss: warning: {w.message}", file=sys.stderr)
         return cls(loss, label, device)
 
     def report(self, folder: bool) -> Report:
-        return Report(self.metric, self.weights, folder=folder)
+        # TOPIQ reports a quality score; LPIPS+ a distance.
+        return Report(self.metric, self.weights, higher_is_better=not isinstance(self.loss, LPIPSPlusLoss), folder=folder)
 
     @torch.no_grad()
     def score(self, dist: torch.Tensor, ref: torch.Tensor | None) -> list[float]:
         """Scores of a batch (N, 3, H, W) in [0, 1] (``ref`` the same shape, or None for NR)."""
-        if isinstance(self.loss, TOPIQLoss):
+        if isinstance(self.loss, (TOPIQLoss, LPIPSPlusLoss)):
             if ref is None:
-                raise ValueError("TOPIQ-FR needs REF")
+                raise ValueError(f"{self.metric} needs REF")
             out = self.loss.score(dist.to(self.device), ref.to(self.device))
         else:
             out = self.loss.score(dist.to(self.device))
@@ -94,7 +119,7 @@ def score_command(args: argparse.Namespace) -> int:
                 raise ValueError(f"no folder to write {given} into")
     if dist.is_dir():
         items, unpaired = pair_by_stem(dist, ref)
-        scorer = Scorer.build(args.weights, ref is not None, args.device, args.cache_dir)
+        scorer = Scorer.build(args.weights, ref is not None, args.device, args.cache_dir, args.metric)
         report = score_folders(scorer, items, unpaired, args.batch_size, progress=not args.quiet)
         if report.unpaired:
             print(unpaired_warning(report.unpaired), file=sys.stderr)
@@ -103,7 +128,7 @@ def score_command(args: argparse.Namespace) -> int:
         r = None if ref is None else read_image(ref)
         if r is not None:
             check_same_size(d, r, dist, ref)
-        scorer = Scorer.build(args.weights, ref is not None, args.device, args.cache_dir)
+        scorer = Scorer.build(args.weights, ref is not None, args.device, args.cache_dir, args.metric)
         report = scorer.report(folder=False)
         report.rows.append(Row(dist.name, scorer.score(d, r)[0], scorer.weights))
     if args.csv:
@@ -132,6 +157,7 @@ def map_command(args: argparse.Namespace) -> int:
         assert ref is not None
         maps = scorer.loss.quality_maps(d, ref.to(args.device))
     else:
+        assert isinstance(scorer.loss, TOPIQNRLoss)  # map builds the default metric only
         maps = scorer.loss.quality_maps(d)
     save_image(render_maps(dist, ref, maps, panel=args.panel), args.output)
     report = scorer.report(folder=False)
