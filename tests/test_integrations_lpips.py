@@ -12,7 +12,7 @@ import warnings
 import pytest
 import torch
 from conftest import distort, smooth_images
-from test_integrations import EPSILON, _BasicSRRegistry, _doc_blocks, _NeosrRegistry, _ReduxRegistry, _yaml
+from test_integrations import EPSILON, _doc_blocks, _NeosrRegistry, _ReduxRegistry, _yaml, fake_basicsr  # noqa: F401 (a fixture)
 
 from topiq_loss import LPIPSPlusLoss
 from topiq_loss.integrations import _common
@@ -83,18 +83,10 @@ def test_neosr_lpips_plus_from_the_documented_toml(asked):
     assert float(loss(hr, hr)) == 0.0
 
 
-def test_basicsr_lpips_plus_registration_weighting_and_slots(monkeypatch, lpips_plus):
-    import sys
-    import types
-
+def test_basicsr_lpips_plus_registration_weighting_and_slots(fake_basicsr, lpips_plus):  # noqa: F811
     import topiq_loss.integrations.basicsr as mod
 
-    losses, metrics = _BasicSRRegistry(), _BasicSRRegistry()
-    names = ("basicsr", "basicsr.utils", "basicsr.utils.registry")
-    fake = {name: types.ModuleType(name) for name in names}
-    fake["basicsr.utils.registry"].LOSS_REGISTRY, fake["basicsr.utils.registry"].METRIC_REGISTRY = losses, metrics
-    for name, m in fake.items():
-        monkeypatch.setitem(sys.modules, name, m)
+    losses, metrics = fake_basicsr
     mod = importlib.reload(mod)  # importing registers when basicsr is importable
     assert "BasicSRLPIPSPlusLoss" in losses and "BasicSRTOPIQLoss" in losses and "calculate_topiq" in metrics
     cls = losses.get("BasicSRLPIPSPlusLoss")
