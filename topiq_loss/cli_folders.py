@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
 from .cli_report import Report, Row
-from .images import image_files, oriented_size, read_image
+from .images import display_name, image_files, oriented_size, read_image
 
 if TYPE_CHECKING:
     from .cli_score import Scorer
 
-__all__ = ["batches", "check_same_size", "pair_by_stem", "score_folders"]
+__all__ = ["batches", "check_same_size", "item_label", "naming", "pair_by_stem", "score_folders", "score_named"]
 
 Item = tuple[Path, Path | None]
 
@@ -52,8 +53,8 @@ def pair_by_stem(dist_dir: Path, ref_dir: Path | None) -> tuple[list[Item], list
     dist = _by_stem(dist_dir)
     ref = _by_stem(ref_dir)
     pairs: list[Item] = [(dist[s], ref[s]) for s in sorted(dist.keys() & ref.keys())]
-    unpaired = [str(dist[s]) for s in sorted(dist.keys() - ref.keys())]
-    unpaired += [str(ref[s]) for s in sorted(ref.keys() - dist.keys())]
+    unpaired = [display_name(dist[s]) for s in sorted(dist.keys() - ref.keys())]
+    unpaired += [display_name(ref[s]) for s in sorted(ref.keys() - dist.keys())]
     if not pairs:
         raise ValueError(
             f"no file of {dist_dir} has a partner with the same stem in {ref_dir} "
@@ -62,20 +63,20 @@ def pair_by_stem(dist_dir: Path, ref_dir: Path | None) -> tuple[list[Item], list
     return pairs, unpaired
 
 
-def _size(path: Path) -> tuple[int, int]:
-    try:
-        return oriented_size(path)
-    except (OSError, ValueError):
-        return (0, 0)  # read_image names the problem when the file's turn comes
-
-
 def batches(items: Sequence[Item], batch_size: int) -> Iterator[list[int]]:
     """Indices of ``items`` in groups whose DIST images have one size (from the headers).
 
     A group holds at most ``batch_size`` images and :data:`PIXEL_BUDGET` pixels (one
-    image at least).
+    image at least). Every header, DIST's and REF's, is read here, so a file that is no
+    image, or claims a decompression-bomb size, stops the run before any scoring.
+
+    Raises:
+        ValueError: naming the file whose header cannot be read.
     """
-    sizes = [_size(d) for d, _ in items]
+    sizes = [oriented_size(d) for d, _ in items]
+    for _, r in items:
+        if r is not None:
+            oriented_size(r)
     order = sorted(range(len(items)), key=lambda i: sizes[i])
     group: list[int] = []
     for i in order:
@@ -92,10 +93,46 @@ def batches(items: Sequence[Item], batch_size: int) -> Iterator[list[int]]:
 def check_same_size(dist: torch.Tensor, ref: torch.Tensor, dist_name: object, ref_name: object) -> None:
     """Raise ValueError naming both files when DIST and REF differ in size."""
     if dist.shape != ref.shape:
+        names = [display_name(n) if isinstance(n, (str, Path)) else str(n) for n in (dist_name, ref_name)]
         raise ValueError(
-            f"DIST and REF must have the same size; got {tuple(dist.shape[-2:])} for {dist_name} and "
-            f"{tuple(ref.shape[-2:])} for {ref_name}"
+            f"DIST and REF must have the same size; got {tuple(dist.shape[-2:])} for {names[0]} and "
+            f"{tuple(ref.shape[-2:])} for {names[1]}"
         )
+
+
+def item_label(item: Item) -> str:
+    """How messages name one scored item: the DIST file, and its REF when there is one."""
+    d, r = item
+    return display_name(d) if r is None else f"{display_name(d)} (REF {display_name(r)})"
+
+
+@contextmanager
+def naming(label: str) -> Iterator[None]:
+    """Prefix a ValueError raised inside with ``label``: the network's refusal of one image
+    (too small, ...) names the file, in single-file, folder and map runs alike."""
+    try:
+        yield
+    except ValueError as exc:
+        raise ValueError(f"{label}: {exc}") from None
+
+
+def score_named(scorer: Scorer, labels: Sequence[str], dist: torch.Tensor, ref: torch.Tensor | None) -> list[float]:
+    """``scorer.score`` of a batch whose images ``labels`` name (see :func:`naming`).
+
+    Raises:
+        ValueError: ``"<label>: <the network's reason>"`` for the first image refused.
+    """
+    if len(labels) == 1:
+        with naming(labels[0]):
+            return scorer.score(dist, ref)
+    try:
+        return scorer.score(dist, ref)
+    except ValueError as exc:
+        reason = exc
+    # Errors are rare: find the image by scoring each alone.
+    for k, label in enumerate(labels):
+        score_named(scorer, [label], dist[k : k + 1], None if ref is None else ref[k : k + 1])
+    raise ValueError(f"{', '.join(labels)}: {reason}")
 
 
 def _score_group(scorer: Scorer, items: Sequence[Item], group: list[int]) -> dict[int, float]:
@@ -114,15 +151,16 @@ def _score_group(scorer: Scorer, items: Sequence[Item], group: list[int]) -> dic
     for ks in by_shape.values():
         d = torch.cat([dists[k] for k in ks])
         r = torch.cat([refs[k] for k in ks]) if refs else None
-        for k, s in zip(ks, scorer.score(d, r), strict=True):
+        for k, s in zip(ks, score_named(scorer, [item_label(items[group[k]]) for k in ks], d, r), strict=True):
             scores[group[k]] = s
     return scores
 
 
 def score_folders(
-    scorer: Scorer, items: Sequence[Item], unpaired: list[str], batch_size: int, progress: bool
+    scorer: Scorer, items: Sequence[Item], groups: Sequence[list[int]], unpaired: list[str], progress: bool
 ) -> Report:
-    """Score every (DIST, REF) item of :func:`pair_by_stem` (REF None: no-reference) with one network.
+    """Score every (DIST, REF) item of :func:`pair_by_stem` (REF None: no-reference) with one network,
+    in the ``groups`` of :func:`batches` (read before the network is built).
 
     ``progress`` shows a bar on stderr when stderr is a terminal.
     """
@@ -134,7 +172,7 @@ def score_folders(
         desc=scorer.metric,
     )
     with bar:
-        for group in batches(items, batch_size):
+        for group in groups:
             scores.update(_score_group(scorer, items, group))
             bar.update(len(group))
     report = scorer.report(folder=True)

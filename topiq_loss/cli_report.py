@@ -2,6 +2,8 @@
 
 Every score says what it is (``TOPIQ-FR (kadid) 0.8123, higher is better``); scores of
 random weights say they are meaningless; ``plain`` keeps the bare number scripts read.
+Names are made printable once, when a row is made (:func:`~topiq_loss.images.display_name`),
+so no writer can fail on a file name and lose the scores of a run.
 """
 
 from __future__ import annotations
@@ -14,11 +16,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["FORMATS", "Report", "Row"]
+from .cli_outputs import OutputFile
+from .images import display_name
+
+__all__ = ["FORMATS", "FORMULA_LEADS", "Report", "Row", "csv_text"]
 
 FORMATS = ("text", "plain", "json")
 Format = Literal["text", "plain", "json"]
 RANDOM = "random"
+#: What a spreadsheet reads as the start of a formula (OWASP's CSV-injection list).
+FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(text: str) -> str:
+    """A text cell a spreadsheet shows as text: a leading ``'`` before a formula-like start.
+
+    Only text cells (names, weights) pass through here; scores are written as numbers, so
+    a negative score stays a number.
+    """
+    return "'" + text if text.startswith(FORMULA_LEADS) else text
 
 
 @dataclass(frozen=True)
@@ -28,6 +44,10 @@ class Row:
     name: str
     score: float
     weights: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", display_name(self.name))
+        object.__setattr__(self, "weights", display_name(self.weights))
 
 
 @dataclass
@@ -49,6 +69,9 @@ class Report:
     rows: list[Row] = field(default_factory=list)
     unpaired: list[str] = field(default_factory=list)
     folder: bool = False
+
+    def __post_init__(self) -> None:
+        self.weights = display_name(self.weights)
 
     @property
     def title(self) -> str:
@@ -72,7 +95,7 @@ class Report:
             "count": len(self.rows),
             "mean": mean,
             "std": std,
-            "unpaired": list(self.unpaired),
+            "unpaired": [display_name(p) for p in self.unpaired],
             "images": [{"name": r.name, "score": r.score, "weights": r.weights} for r in self.rows],
         }
 
@@ -94,18 +117,19 @@ class Report:
         )
         return "\n".join(lines)
 
-    def write_csv(self, path: str | Path) -> None:
-        """``name,score,weights`` with one row per image."""
-        with open(path, "w", newline="", encoding="utf-8") as f:
+    def write_csv(self, out: OutputFile) -> None:
+        """``name,score,weights`` with one row per image (text cells through :func:`csv_text`)."""
+        with open(out.path, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
             w.writerow(["name", "score", "weights"])
-            w.writerows([r.name, repr(r.score), r.weights] for r in self.rows)
+            w.writerows([csv_text(r.name), repr(r.score), csv_text(r.weights)] for r in self.rows)
 
-    def write_json(self, path: str | Path) -> None:
+    def write_json(self, out: OutputFile) -> None:
         """:meth:`as_dict` (summary, unpaired files and ``images``: one row per image)."""
-        Path(path).write_text(json.dumps(self.as_dict(), indent=2) + "\n", encoding="utf-8")
+        Path(out.path).write_text(json.dumps(self.as_dict(), indent=2) + "\n", encoding="utf-8")
 
 
 def unpaired_warning(unpaired: Sequence[str]) -> str:
     """One line naming every file left out of a folder run."""
-    return f"warning: {len(unpaired)} unpaired file{'s' * (len(unpaired) != 1)} not scored: " + ", ".join(unpaired)
+    names = ", ".join(display_name(p) for p in unpaired)
+    return f"warning: {len(unpaired)} unpaired file{'s' * (len(unpaired) != 1)} not scored: {names}"

@@ -15,16 +15,18 @@ from pathlib import Path
 
 import torch
 
-from .cli_folders import check_same_size, pair_by_stem, score_folders
+from .cli_folders import Item, batches, check_same_size, item_label, naming, pair_by_stem, score_folders, score_named
+from .cli_outputs import check_outputs
 from .cli_report import RANDOM, Format, Report, Row, unpaired_warning
-from .images import read_image, refuse_overwrite, save_image, writable_format
+from .hub import default_cache_dir
+from .images import display_name, image_files, read_image, save_image, writable_format
 from .loss import TOPIQLoss
 from .loss_nr import TOPIQNRLoss
 from .lpips_loss import LPIPSPlusLoss
 from .maps import render_maps
-from .weights import DEFAULT_NR_WEIGHTS, DEFAULT_WEIGHTS, NR_WEIGHTS, WEIGHTS
+from .weights import DEFAULT_NR_WEIGHTS, DEFAULT_WEIGHTS, NR_WEIGHTS, REGISTRY, WEIGHTS
 
-__all__ = ["DEFAULT", "METRICS", "Scorer", "map_command", "new_lpips_plus", "new_loss", "score_command"]
+__all__ = ["DEFAULT", "METRICS", "Scorer", "map_command", "new_lpips_plus", "new_loss", "score_command", "weights_files"]
 
 #: ``--weights`` default: kadid with a reference, koniq without (LPIPS+: its default weights).
 DEFAULT = "default"
@@ -107,36 +109,65 @@ def _format(args: argparse.Namespace) -> Format:
     return fmt
 
 
+def weights_files(args: argparse.Namespace) -> list[Path]:
+    """The weights file a run will read, for the output guard: a ``--weights PATH``, or the
+    cached file of a registry name (LPIPS+'s default files live in torchvision's cache)."""
+    weights = args.weights
+    if weights is None or (weights == DEFAULT and getattr(args, "metric", "topiq") == "lpips+"):
+        return []
+    if weights == DEFAULT:
+        weights = DEFAULT_WEIGHTS if args.ref is not None else DEFAULT_NR_WEIGHTS
+    if weights in REGISTRY:
+        folder = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+        return [folder / REGISTRY[weights].filename]
+    return [Path(weights)]
+
+
 def score_command(args: argparse.Namespace) -> int:
     """``topiq-loss score DIST [REF]`` with files or folders."""
     dist, ref = Path(args.dist), None if args.ref is None else Path(args.ref)
     if ref is not None and dist.is_dir() != ref.is_dir():
         raise ValueError(f"DIST and REF must both be files or both be folders; got {dist} and {ref}")
-    for given in (args.csv, args.json):  # checked before the run, not after it
-        if given is not None:
-            refuse_overwrite(given, [p for p in (dist, ref) if p is not None and p.is_file()])
-            if not Path(given).resolve().parent.is_dir():
-                raise ValueError(f"no folder to write {given} into")
-    if dist.is_dir():
+    folder = dist.is_dir()
+    # Every image of the folders, paired or not, is kept from being overwritten.
+    reads = [p for p in (dist, ref) if p is not None]
+    if folder:
+        reads = [f for p in reads for f in image_files(p)]
+    outputs = check_outputs({"--csv": args.csv, "--json": args.json}, reads + weights_files(args))
+    if folder:
         items, unpaired = pair_by_stem(dist, ref)
+        groups = list(batches(items, args.batch_size))  # every header, before the network
         scorer = Scorer.build(args.weights, ref is not None, args.device, args.cache_dir, args.metric)
-        report = score_folders(scorer, items, unpaired, args.batch_size, progress=not args.quiet)
+        report = score_folders(scorer, items, groups, unpaired, progress=not args.quiet)
         if report.unpaired:
             print(unpaired_warning(report.unpaired), file=sys.stderr)
     else:
-        d = read_image(dist)  # bad files fail before the network is built
-        r = None if ref is None else read_image(ref)
-        if r is not None:
-            check_same_size(d, r, dist, ref)
+        item: Item = (dist, ref)
+        d, r = _read_pair(item)  # bad files fail before the network is built
         scorer = Scorer.build(args.weights, ref is not None, args.device, args.cache_dir, args.metric)
         report = scorer.report(folder=False)
-        report.rows.append(Row(dist.name, scorer.score(d, r)[0], scorer.weights))
-    if args.csv:
-        report.write_csv(args.csv)
-    if args.json:
-        report.write_json(args.json)
+        report.rows.append(Row(dist.name, score_named(scorer, [item_label(item)], d, r)[0], scorer.weights))
+    # One file that cannot be written (disk full, ...) must not cost the others or stdout.
+    failed: list[str] = []
+    for option, write in (("--csv", report.write_csv), ("--json", report.write_json)):
+        if option in outputs:
+            try:
+                write(outputs[option])
+            except OSError as exc:
+                failed.append(f"{option} {display_name(outputs[option].path)!r}: {exc.strerror or exc}")
     print(report.render(_format(args)))
+    if failed:
+        raise OSError(f"scores printed but not written to {'; '.join(failed)}")
     return 0
+
+
+def _read_pair(item: Item) -> tuple[torch.Tensor, torch.Tensor | None]:
+    d_path, r_path = item
+    d = read_image(d_path)
+    r = None if r_path is None else read_image(r_path)
+    if r is not None:
+        check_same_size(d, r, d_path, r_path)
+    return d, r
 
 
 def map_command(args: argparse.Namespace) -> int:
@@ -146,20 +177,19 @@ def map_command(args: argparse.Namespace) -> int:
         if Path(p).is_dir():
             raise ValueError(f"map takes image files, not folders; got {p}")
     writable_format(args.output)  # before the network is built
-    refuse_overwrite(args.output, inputs)
-    dist = read_image(args.dist)
-    ref = None if args.ref is None else read_image(args.ref)
-    if ref is not None:
-        check_same_size(dist, ref, args.dist, args.ref)
+    out = check_outputs({"-o": args.output}, [Path(p) for p in inputs] + weights_files(args))["-o"]
+    item: Item = (Path(args.dist), None if args.ref is None else Path(args.ref))
+    dist, ref = _read_pair(item)
     scorer = Scorer.build(args.weights, ref is not None, args.device, args.cache_dir)
     d = dist.to(args.device)
-    if isinstance(scorer.loss, TOPIQLoss):
-        assert ref is not None
-        maps = scorer.loss.quality_maps(d, ref.to(args.device))
-    else:
-        assert isinstance(scorer.loss, TOPIQNRLoss)  # map builds the default metric only
-        maps = scorer.loss.quality_maps(d)
-    save_image(render_maps(dist, ref, maps, panel=args.panel), args.output)
+    with naming(item_label(item)):
+        if isinstance(scorer.loss, TOPIQLoss):
+            assert ref is not None
+            maps = scorer.loss.quality_maps(d, ref.to(args.device))
+        else:
+            assert isinstance(scorer.loss, TOPIQNRLoss)  # map builds the default metric only
+            maps = scorer.loss.quality_maps(d)
+    save_image(render_maps(dist, ref, maps, panel=args.panel), out.path)
     report = scorer.report(folder=False)
     report.rows.append(Row(Path(args.dist).name, float(maps.score.double().item()), scorer.weights))
     fmt = _format(args)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -18,7 +19,9 @@ import torch
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
-__all__ = ["image_files", "oriented_size", "read_image", "refuse_overwrite", "save_image", "to_pil", "writable_format"]
+__all__ = [
+    "display_name", "file_errors", "image_files", "oriented_size", "read_image", "save_image", "to_pil", "writable_format",
+]
 
 #: PIL modes of 8-bit channels, converted to RGB as they are.
 _EIGHT_BIT_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
@@ -33,7 +36,7 @@ def _first(value: Any, default: int) -> int:
     return int(value[0] if isinstance(value, tuple) else value)
 
 
-def _int_scale(im: Any, name: object) -> tuple[bool, float]:
+def _int_scale(im: Any) -> tuple[bool, float]:
     """For PIL mode "I" (int32 storage): whether the values are unsigned 32-bit, and full scale.
 
     TIFFs say what their integers are: unsigned 32-bit ones are stored by PIL as int32
@@ -47,18 +50,18 @@ def _int_scale(im: Any, name: object) -> tuple[bool, float]:
             return True, float(2**32 - 1)
         if signed and bits in (16, 32):
             return False, float(2 ** (bits - 1) - 1)
-        raise ValueError(f"{name}: {bits}-bit {'signed' if signed else 'unsigned'} TIFF integers are not supported")
+        raise ValueError(f"{bits}-bit {'signed' if signed else 'unsigned'} TIFF integers are not supported")
     return False, 65535.0
 
 
-def _decode(im: Any, name: object) -> Any:
+def _decode(im: Any) -> Any:
     """(H, W) or (H, W, C) float32 array in [0, 1] of a loaded PIL image, EXIF-oriented."""
     import numpy as np
     from PIL import ImageOps
 
     mode = im.mode
     if mode == "I":
-        unsigned32, full = _int_scale(im, name)  # before the transpose drops the TIFF tags
+        unsigned32, full = _int_scale(im)  # before the transpose drops the TIFF tags
     im = ImageOps.exif_transpose(im)
     if mode in _EIGHT_BIT_MODES:
         return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
@@ -68,14 +71,60 @@ def _decode(im: Any, name: object) -> Any:
         raw = np.asarray(im, dtype=np.int32)
         raw = raw.view(np.uint32) if unsigned32 else raw
         if raw.size and (raw.min() < 0 or raw.max() > full):
-            raise ValueError(f"{name}: integer image with values outside 0..{full:.0f}")
+            raise ValueError(f"integer image with values outside 0..{full:.0f}")
         return (raw.astype(np.float64) / full).astype(np.float32)
     if mode == "F":
         arr = np.asarray(im, dtype=np.float32)
         if not np.isfinite(arr).all():
-            raise ValueError(f"{name}: float image with NaN or inf values")
+            raise ValueError("float image with NaN or inf values")
         return arr
-    raise ValueError(f"{name}: unsupported image mode {mode!r}")
+    raise ValueError(f"unsupported image mode {mode!r}")
+
+
+def display_name(path: str | os.PathLike[str] | bytes) -> str:
+    """``path`` as text every writer can encode: bytes that are not UTF-8 appear as ``\\xff``.
+
+    A file name that is not valid UTF-8 reaches Python as lone surrogates, which a UTF-8
+    file, a JSON parser or a terminal refuses; reports and messages show this text instead.
+    """
+    text = os.fsdecode(path)
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # surrogates that did not come from undecodable bytes
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+@contextmanager
+def file_errors(path: object) -> Iterator[None]:
+    """Turn whatever reading the image file ``path`` raises into one ValueError that names it.
+
+    Every decode of the command line goes through here (headers and pixels, single files
+    and folder members alike), so no per-file failure reaches the user without the file's
+    name: decompression bombs (refused even in PIL's warning band), files PIL cannot
+    identify, truncated or corrupt data, missing files.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    name = display_name(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path)
+    with warnings.catch_warnings():
+        # PIL only warns between MAX_IMAGE_PIXELS and twice that: refuse both.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            yield
+        except MemoryError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ValueError(f"{name}: refused as a possible decompression bomb ({exc})") from None
+        except UnidentifiedImageError:
+            raise ValueError(f"{name}: not an image file PIL can decode") from None
+        except FileNotFoundError:
+            raise ValueError(f"{name}: no such file") from None
+        except OSError as exc:  # truncated data, permissions, a folder
+            raise ValueError(f"{name}: cannot be read ({exc.strerror or exc})") from None
+        except ValueError as exc:  # our own refusals (frames, modes, values)
+            raise ValueError(f"{name}: {exc}") from None
+        except Exception as exc:  # decoders also raise SyntaxError, EOFError, struct.error, ...
+            raise ValueError(f"{name}: corrupt image data ({type(exc).__name__}: {exc})") from None
 
 
 def read_image(path: str | Path | BinaryIO) -> torch.Tensor:
@@ -87,41 +136,38 @@ def read_image(path: str | Path | BinaryIO) -> torch.Tensor:
     Grey is repeated to RGB; the EXIF orientation is applied.
 
     Raises:
-        ValueError: the file is not an image, has more than one frame (an animated
-            GIF/PNG/WebP or a multi-page TIFF), is larger than PIL's decompression-bomb
-            limit, or has a mode or values that cannot be read as [0, 1] intensities.
+        ValueError: naming the file (see :func:`file_errors`): it is not an image, is
+            truncated or corrupt, has more than one frame (an animated GIF/PNG/WebP or a
+            multi-page TIFF), is larger than PIL's decompression-bomb limit, or has a mode
+            or values that cannot be read as [0, 1] intensities.
     """
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    name = getattr(path, "name", path)
-    with warnings.catch_warnings():
-        # PIL only warns between MAX_IMAGE_PIXELS and twice that: refuse both.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            with Image.open(path) as im:
-                frames = getattr(im, "n_frames", 1)
-                if frames > 1:
-                    raise ValueError(
-                        f"{name}: {frames} frames (animation or multi-page file); TOPIQ scores one "
-                        "still image: save the frame you mean as its own PNG"
-                    )
-                im.load()
-                arr = _decode(im, name)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ValueError(f"{name}: refused as a possible decompression bomb ({exc})") from None
-        except UnidentifiedImageError:
-            raise ValueError(f"{name}: not an image file PIL can decode") from None
+    with file_errors(getattr(path, "name", path)):
+        with Image.open(path) as im:
+            frames = getattr(im, "n_frames", 1)
+            if frames > 1:
+                raise ValueError(
+                    f"{frames} frames (animation or multi-page file); TOPIQ scores one "
+                    "still image: save the frame you mean as its own PNG"
+                )
+            im.load()
+            arr = _decode(im)
     t = torch.from_numpy(np.array(arr, dtype=np.float32))  # a writable, contiguous copy
     t = t.unsqueeze(-1).expand(-1, -1, 3) if t.dim() == 2 else t
     return t.permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
 def oriented_size(path: str | Path) -> tuple[int, int]:
-    """(height, width) of an image after its EXIF orientation, from the header only."""
+    """(height, width) of an image after its EXIF orientation, from the header only.
+
+    Raises:
+        ValueError: naming the file, as :func:`read_image` does.
+    """
     from PIL import Image
 
-    with Image.open(path) as im:
+    with file_errors(path), Image.open(path) as im:
         w, h = im.size
         turned = im.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
     return (w, h) if turned else (h, w)
@@ -172,12 +218,3 @@ def save_image(img: PILImage, path: str | Path) -> None:
     fmt = writable_format(path)
     options = {"quality": 95} if fmt == "JPEG" else {}
     img.save(path, format=fmt, **options)
-
-
-def refuse_overwrite(output: str | Path, inputs: Iterable[str | Path]) -> None:
-    """Raise ValueError if ``output`` names one of ``inputs`` (the same file by any path)."""
-    out = Path(output)
-    for src in inputs:
-        same = os.path.samefile(out, src) if out.exists() and Path(src).exists() else out.resolve() == Path(src).resolve()
-        if same:
-            raise ValueError(f"OUTPUT {str(output)!r} is the input image {str(src)!r}: refusing to overwrite it")
