@@ -167,6 +167,48 @@ def test_two_outputs_that_are_one_file_are_refused(folders, tmp_path, no_network
     assert (tmp_path / "s.out").read_text() == "old"
 
 
+def test_the_weights_file_a_run_reads_is_an_input(folders, tmp_path, weights_file, no_network, capsys):
+    from topiq_loss.weights import REGISTRY
+
+    dist, ref = folders
+    mine = tmp_path / "mine.pth"
+    mine.write_bytes(weights_file.read_bytes())
+    assert main(["score", str(dist), str(ref), "--weights", str(mine), "--csv", str(mine)]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err and mine.read_bytes() == weights_file.read_bytes()
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cached = cache / REGISTRY["kadid"].filename  # what --weights kadid (the default with REF) reads
+    cached.write_bytes(b"checkpoint")
+    for args in (["--weights", "kadid"], []):
+        assert main(["score", str(dist), str(ref), *args, "--cache-dir", str(cache), "--json", str(cached)]) == 2
+        assert "refusing to overwrite" in capsys.readouterr().err and cached.read_bytes() == b"checkpoint"
+    odd = tmp_path / "weights.png"  # map -o needs an image extension: a checkpoint with one
+    odd.write_bytes(weights_file.read_bytes())
+    assert main(["map", str(dist / "a.png"), str(ref / "a.png"), "--weights", str(odd), "-o", str(odd)]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err and odd.read_bytes() == weights_file.read_bytes()
+
+
+def test_case_spellings_are_one_file_where_the_file_system_says_so(folders, no_network, capsys):
+    dist, ref = folders
+    upper = dist / "A.PNG"
+    if not upper.exists():
+        pytest.skip("this file system tells a.png from A.PNG: they are two files here")
+    before = (dist / "a.png").read_bytes()
+    assert main(["score", str(dist), str(ref), "--weights", "random", "--csv", str(upper)]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err and (dist / "a.png").read_bytes() == before
+
+
+def test_a_dangling_link_is_checked_where_it_points(tmp_path):
+    (tmp_path / "link.csv").symlink_to(tmp_path / "gone" / "s.csv")
+    with pytest.raises(ValueError, match=r"no folder to write --csv '.*link.csv' into: .*gone is not a folder"):
+        check_outputs({"--csv": tmp_path / "link.csv"}, [])
+    (tmp_path / "gone").mkdir()
+    got = check_outputs({"--csv": tmp_path / "link.csv", "--json": None}, [])
+    assert list(got) == ["--csv"] and got["--csv"].path == tmp_path / "link.csv"
+    with pytest.raises(ValueError, match="same file"):
+        check_outputs({"--csv": tmp_path / "link.csv", "--json": tmp_path / "gone" / "s.csv"}, [])
+
+
 # ------------------------------------------------------------------ per-file errors name the file
 def _png_header_only(path: Path, width: int, height: int) -> None:
     """A PNG whose header claims ``width`` x ``height`` pixels (and holds none)."""
@@ -205,12 +247,14 @@ def test_truncated_image_names_the_file(folders, weights_file, cached_losses, ca
     assert "cut.png" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("mode", ["folder", "file"])
-def test_too_small_image_names_the_file(folders, weights_file, cached_losses, capsys, mode):
+@pytest.mark.parametrize("mode", ["folder", "file", "map"])
+def test_too_small_image_names_the_file(folders, tmp_path, weights_file, cached_losses, capsys, mode):
     dist, ref = folders
     _pair(dist, ref, "tiny", 430, size=(16, 20))
+    _pair(dist, ref, "tiny2", 432, size=(16, 20))  # a batch of two: the first refused is named
     args = [str(dist), str(ref)] if mode == "folder" else [str(dist / "tiny.png"), str(ref / "tiny.png")]
-    assert main(["score", *args, "--weights", str(weights_file)]) == 2
+    command = ["map", *args, "-o", str(tmp_path / "m.png")] if mode == "map" else ["score", *args]
+    assert main([*command, "--weights", str(weights_file)]) == 2
     err = capsys.readouterr().err
     assert "tiny.png" in err and "32x32" in err and "Traceback" not in err
 
