@@ -3,7 +3,8 @@
 ``score``/``map`` with two images use TOPIQ-FR, with one image TOPIQ-NR; ``score``
 also takes folders. Errors print one line and exit with 2. The commands live in
 ``cli_score`` / ``cli_folders`` / ``cli_weights`` / ``cli_demo``, image files in
-:mod:`topiq_loss.images`; this module parses the arguments.
+:mod:`topiq_loss.images`; every path a command writes passes :mod:`topiq_loss.cli_outputs`
+first. This module parses the arguments.
 """
 
 from __future__ import annotations
