@@ -26,6 +26,10 @@ from topiq_loss.integrity import PINS_ENV
 from topiq_loss.lpips_nets import LPIPSNetwork
 
 PACKAGE = Path(topiq_loss.__file__).parent
+pytestmark = [
+    pytest.mark.usefixtures("fresh_hub_state"),
+    pytest.mark.filterwarnings("ignore:.*not an official HTTPS host"),
+]
 
 
 class Foreign:

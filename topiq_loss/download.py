@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ._env import env_value
 from ._files import new_file
 
 __all__ = ["MIRROR_ENV", "DownloadError", "fetch", "lock", "mirror_url", "remove_partials"]
@@ -52,28 +53,41 @@ def mirror_url(filename: str) -> str | None:
     them, and a request without them would fail with a misleading error.
 
     Raises:
-        DownloadError: the variable is not an absolute URL, or holds credentials.
+        DownloadError: the variable is not an absolute URL, has a port outside
+            1..65535, or holds credentials; the message names the variable.
     """
-    from .integrity import redact
-
-    base = os.environ.get(MIRROR_ENV, "").strip()
-    if not base:
+    parts = env_value(MIRROR_ENV, _mirror_base, DownloadError)
+    if parts is None:
         return None
-    try:
-        parts = urllib.parse.urlsplit(base)
-        has_credentials = parts.username is not None or parts.password is not None
-    except ValueError:
-        raise DownloadError(f"{MIRROR_ENV} is not a URL: {redact(base)}") from None
-    if not parts.scheme or not (parts.netloc or parts.scheme == "file"):
-        raise DownloadError(f"{MIRROR_ENV} must be an absolute URL such as https://host/base; got {redact(base)}")
-    if has_credentials:
-        raise DownloadError(
-            f"{MIRROR_ENV} {redact(base)} holds a user name or password (user:pass@...): they are "
-            f"never sent. Serve the files without credentials, or put a token in the query string "
-            f"(https://host/base?token=...), which is sent and never shown."
-        )
     path = parts.path.rstrip("/") + "/" + urllib.parse.quote(filename)
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
+
+
+def _mirror_base(base: str) -> urllib.parse.SplitResult:
+    """The mirror's URL, split; a ValueError saying what was expected and what came."""
+    from .integrity import redact
+
+    expected = "must be an absolute URL such as https://host/base"
+    try:
+        parts = urllib.parse.urlsplit(base)
+    except ValueError as exc:
+        raise ValueError(f"{expected}; got {redact(base)} ({exc})") from None
+    if not parts.scheme or not (parts.netloc or parts.scheme == "file"):
+        raise ValueError(f"{expected}; got {redact(base)}")
+    host = parts.netloc.rpartition("@")[2]
+    port = host.rpartition("]")[2] if host.startswith("[") else host
+    port = port.rpartition(":")[2] if ":" in port else ""
+    # urlsplit accepts port 0 and only complains about others when .port is read, with
+    # a message that names neither the variable nor the value.
+    if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError(f"must have a port in 1..65535 after the host name; got port {port!r} in {redact(base)}")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(
+            f"{redact(base)} holds a user name or password (user:pass@...): they are "
+            f"never sent. Serve the files without credentials, or put a token in the query string "
+            f"(https://host/base?token=...), which is sent and never shown"
+        )
+    return parts
 
 
 def fetch(url: str, dest: Path, max_bytes: int, accept: Callable[[str], None], progress: bool = True) -> str:
