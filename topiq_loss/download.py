@@ -234,7 +234,7 @@ def fetch(url: str, dest: Path, max_bytes: int, accept: Callable[[str], None], p
                 raise DownloadError(watchdog.reason)
             out.flush()
             os.fsync(out.fileno())
-        digest = h.hexdigest()
+        digest: str = h.hexdigest()
         accept(digest)
         os.replace(tmp, dest)
         return digest
@@ -245,7 +245,7 @@ def fetch(url: str, dest: Path, max_bytes: int, accept: Callable[[str], None], p
 def _receive(
     opener: urllib.request.OpenerDirector, url: str, out: Any, max_bytes: int, watchdog: _Watchdog, desc: str,
     progress: bool,
-) -> Any:
+) -> hashlib._Hash:
     """The exchange itself: ``url``'s body into ``out``; its running sha256."""
     from tqdm.auto import tqdm
 

@@ -15,7 +15,7 @@ import pickle
 import zipfile
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -122,7 +122,7 @@ def read_weights_file(
     return check_tensors(obj, where, fits)
 
 
-def check_tensors(state: Mapping[object, object], source: str, fits: str) -> dict[str, torch.Tensor]:
+def check_tensors(state: Mapping[Any, Any], source: str, fits: str) -> dict[str, torch.Tensor]:
     """``state`` as a dict, if every entry is a named, dense, finite floating-point tensor
     (integer ``num_batches_tracked`` allowed) and every ``running_var`` is >= 0.
 
@@ -132,7 +132,7 @@ def check_tensors(state: Mapping[object, object], source: str, fits: str) -> dic
     bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
         raise WeightsError(f"{source}: {len(bad)} entries are not named tensors, e.g. {bad[:3]}")
-    tensors: dict[str, torch.Tensor] = dict(state)  # type: ignore[arg-type]
+    tensors: dict[str, torch.Tensor] = dict(state)
     for key, value in tensors.items():
         problem = _tensor_problem(key, value)
         if problem is not None:
