@@ -23,6 +23,8 @@ class ServedFile:
     chunk_delay: float = 0.0  # seconds between 64 KiB chunks (a slow server)
     send_length: bool = True  # False: no Content-Length header
     repeat: int = 1  # send the body this many times (a long or "endless" stream)
+    header_delay: float = 0.0  # > 0: send the response head one byte at a time, this far apart
+    header_phase: str = "headers"  # where the trickle starts: "status-line" or "headers"
 
 
 @dataclass
@@ -45,6 +47,9 @@ def start_server() -> tuple[WeightsServer, http.server.ThreadingHTTPServer]:
         def do_GET(self) -> None:  # noqa: N802 - http.server API
             state.requests.append(self.path.split("?", 1)[0])
             served = state.files.get(self.path.split("?", 1)[0].lstrip("/"))
+            if served is not None and served.header_delay:
+                self._trickle_head(served)
+                return
             if served is None or served.status != 200:
                 self.send_error(served.status if served else 404)
                 return
@@ -66,6 +71,22 @@ def start_server() -> tuple[WeightsServer, http.server.ThreadingHTTPServer]:
                 self.close_connection = True
             if served.truncate_at is not None:
                 self.close_connection = True
+
+        def _trickle_head(self, served: ServedFile) -> None:
+            """A head that never ends, one byte at a time: each byte would reset a socket timeout."""
+            status = b"HTTP/1.1 200 OK\r\n"
+            head = b"" if served.header_phase == "status-line" else status
+            slow = (status if served.header_phase == "status-line" else b"") + b"X-Slow: " + b"a" * 100_000
+            try:
+                self.wfile.write(head)
+                self.wfile.flush()
+                for i in range(len(slow)):
+                    self.wfile.write(slow[i : i + 1])
+                    self.wfile.flush()
+                    time.sleep(served.header_delay)
+            except (BrokenPipeError, ConnectionResetError, OSError):
+                pass
+            self.close_connection = True
 
         def log_message(self, *args: object) -> None:
             pass

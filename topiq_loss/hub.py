@@ -23,6 +23,7 @@ from .checkpoint import checkpoint_layout, load_state_dict_checked, read_state_d
 from .download import MIRROR_ENV, DownloadError
 from .integrity import PINS_ENV, Expected, Refused, redact
 from .weights import RANDOM, REGISTRY, WEIGHTS, WeightsEntry, WeightsError, entry_for_file, get_weights_entry
+from .weights_file import classify_weights
 
 __all__ = [
     "MIRROR_ENV",
@@ -225,22 +226,24 @@ def resolve_weights(
     like a cached file (pin, record, prefix) and, when that entry is in ``registry``,
     the entry comes back too (so its resize and score range apply). ``"random"`` or
     ``None`` returns ``(None, "random init", None)``: random initialisation.
+
+    Raises:
+        WeightsArgumentError: (a ValueError) an empty string, a folder, an unknown name.
+        WeightsFileNotFoundError: (a FileNotFoundError) no such file.
+        TypeError: ``weights`` is neither a string, a path nor None.
+        WeightsError: the file or download is refused.
     """
-    if weights is None or (isinstance(weights, str) and weights == RANDOM):
+    expected = f"one of {sorted(registry)}, a path to a checkpoint file, or {RANDOM!r}"
+    what, value = classify_weights(weights, registry, (None, RANDOM), expected)
+    if what == "random":
         return None, "random init", None
-    if isinstance(weights, str) and weights in registry:
-        entry = registry[weights]
+    if what == "name":
+        entry = registry[str(value)]
         path = download_weights(entry, cache_dir=cache_dir, progress=progress)
-        return read_state_dict(path), f"official {weights!r} weights ({path})", entry
-    if isinstance(weights, (str, os.PathLike)):
-        path = Path(weights)
-        if not path.exists() and isinstance(weights, str) and os.sep not in weights and "." not in weights:
-            get_weights_entry(weights, registry)  # raises, listing the valid names
-        named = entry_for_file(path.name, {**REGISTRY, **registry})
-        if named is not None and path.is_file():
-            _check_named_path(path, named)
-        state = read_state_dict(path)
-        return state, f"`weights` file {path}", named if named in registry.values() else None
-    raise TypeError(
-        f"`weights` must be one of {sorted(registry)}, a path, or {RANDOM!r}; got {type(weights).__name__}"
-    )
+        return read_state_dict(path), f"official {value!r} weights ({path})", entry
+    path = Path(str(value))
+    named = entry_for_file(path.name, {**REGISTRY, **registry})
+    if named is not None:
+        _check_named_path(path, named)
+    state = read_state_dict(path)
+    return state, f"`weights` file {path}", named if named in registry.values() else None

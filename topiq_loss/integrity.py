@@ -22,6 +22,7 @@ import urllib.parse
 from pathlib import Path
 from typing import NamedTuple
 
+from ._env import env_value
 from ._files import new_file
 from .weights import WeightsEntry, WeightsError
 
@@ -110,8 +111,8 @@ def read_pins(path: str | os.PathLike[str]) -> dict[str, str]:
 def expected_digest(entry: WeightsEntry) -> tuple[str | None, str]:
     """The full digest ``entry``'s file must have, and where it comes from; (None, "") if
     nothing but the name prefix is known. Reads (and validates) the pins file if set."""
-    pins_file = os.environ.get(PINS_ENV, "").strip()
-    if pins_file:
+    pins_file = env_value(PINS_ENV, str, WeightsError)
+    if pins_file is not None:
         pinned = read_pins(pins_file).get(entry.filename)
         if pinned is not None:
             return pinned, f"{PINS_ENV} file {pins_file}"
@@ -218,6 +219,9 @@ def verify(path: str | os.PathLike[str], entry: WeightsEntry, known: Expected | 
 def redact(url: str) -> str:
     """``url`` without credentials: no ``user:pass@``, query values replaced by ``***``.
 
+    Never raises: an unparsable URL (a bad port, a broken IPv6 address) is shown as far
+    as it can be, without its credentials and query.
+
     Example:
         >>> redact("https://alice:s3cret@mirror.example/w/f.pth?token=abc&x=1")
         'https://mirror.example/w/f.pth?token=***&x=***'
@@ -225,9 +229,9 @@ def redact(url: str) -> str:
     try:
         parts = urllib.parse.urlsplit(url)
     except ValueError:
-        return "<unparsable URL>"
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
+        scheme, sep, rest = url.partition("://")
+        host = rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
+        return f"{scheme}{sep}{host}/<unparsable URL>" if sep else "<unparsable URL>"
+    netloc = parts.netloc.rpartition("@")[2]  # the host and port as written, port valid or not
     query = "&".join(f"{k}=***" for k, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))

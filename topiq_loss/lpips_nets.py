@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.utils.checkpoint as cp
 
 from .hub import WeightsError
+from .weights_file import check_tensors, classify_weights, read_weights_file
 
 __all__ = ["LPIPSNetwork", "build_lpips_network", "lpips_network_from_module"]
 
@@ -40,6 +41,7 @@ _VGG16: list[tuple[int, int, int, int] | str] = [
 # Index (in torchvision's ``features``) of the ReLU whose output each LPIPS layer taps.
 TAPS: dict[str, tuple[int, ...]] = {"alex": (1, 4, 7, 9, 11), "vgg": (3, 8, 15, 22, 29)}
 _TORCHVISION_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
+_FITS = "a trained LPIPS network"
 #: The package whose data holds the linear layers (a module-level name so tests can hide it).
 LPIPS_PACKAGE = "lpips"
 
@@ -219,10 +221,16 @@ def build_lpips_network(
 
     Raises:
         WeightsError: ``lpips`` is not installed, the backbone cannot be downloaded, or
-            the file is not an LPIPS state dict of ``net``.
+            a file (or torchvision's tensors) is not a valid LPIPS state dict of ``net``:
+            every file is read by :func:`~topiq_loss.weights_file.read_weights_file`.
+            :class:`~topiq_loss.weights.WeightsArgumentError` (a ValueError) for an
+            empty string, a folder or an unknown name;
+            :class:`~topiq_loss.weights.WeightsFileNotFoundError` for a missing file.
     """
+    expected = "'default', a path to a saved lpips.LPIPS state dict (an existing file), or None"
+    what, value = classify_weights(weights, ("default",), (None,), expected)
     network = LPIPSNetwork(net)
-    if weights is None:
+    if what == "random":
         warnings.warn(
             f"LPIPS-{net} built with weights=None: RANDOM backbone and linear layers, distances are "
             f"meaningless. Use this for tests only.",
@@ -232,16 +240,15 @@ def build_lpips_network(
         with torch.no_grad():
             for w in network.lin_weights():
                 w.abs_()  # trained LPIPS layers are non-negative: keep distances >= 0
-    elif isinstance(weights, str) and weights == "default":
+    elif what == "name":
         lins = lpips_package_lins(net)  # first: no download when the package is missing
-        state = dict(torch.load(lins, map_location="cpu", weights_only=True))
-        state.update(_torchvision_backbone(net, progress))
+        state = read_weights_file(lins, _FITS, source=f"the lpips package's linear-layer file {lins}")
+        tv = _TORCHVISION_FILES[net]
+        state.update(check_tensors(_torchvision_backbone(net, progress), f"torchvision's {tv} (in its hub cache)", _FITS))
         load_lpips_state(network, state, f"torchvision {net} + {lins}")
     else:
-        path = Path(weights)
-        if not path.is_file():
-            raise WeightsError(f"`weights` must be 'default', None or an existing file; got {str(weights)!r}")
-        load_lpips_state(network, torch.load(path, map_location="cpu", weights_only=True), str(path))
+        path = Path(str(value))
+        load_lpips_state(network, read_weights_file(path, _FITS), str(path))
     return network.requires_grad_(False).eval()
 
 
@@ -261,5 +268,6 @@ def lpips_network_from_module(module: nn.Module) -> LPIPSNetwork:
         raise ValueError("`module` must be LPIPS v0.1 with linear layers (version='0.1', lpips=True)")
     network = LPIPSNetwork(str(kind))
     state = {k: v.detach().to("cpu", torch.float32) for k, v in module.state_dict().items()}
+    check_tensors(state, f"{type(module).__name__}(net={kind!r})", _FITS)
     load_lpips_state(network, state, f"{type(module).__name__}(net={kind!r})")
     return network.requires_grad_(False).eval()

@@ -34,7 +34,9 @@ __all__ = [
     "REGISTRY",
     "WEIGHTS",
     "WeightsEntry",
+    "WeightsArgumentError",
     "WeightsError",
+    "WeightsFileNotFoundError",
     "WeightsKindError",
     "WeightsView",
     "check_kind",
@@ -73,6 +75,19 @@ BUILD_BY_KIND: Final[Mapping[str, Callable[[], nn.Module]]] = {
 
 class WeightsError(RuntimeError):
     """A checkpoint could not be downloaded, verified or loaded."""
+
+
+class WeightsArgumentError(WeightsError, ValueError):
+    """A ``weights=`` value that names nothing loadable: empty, a folder, an unknown name.
+
+    A :class:`WeightsError` and a ``ValueError`` (a bad argument), so either ``except``
+    catches it.
+    """
+
+
+class WeightsFileNotFoundError(WeightsError, FileNotFoundError):
+    """No file at the path given as ``weights=``: a :class:`WeightsError` and a
+    ``FileNotFoundError``."""
 
 
 class WeightsKindError(WeightsError, ValueError):
@@ -248,7 +263,7 @@ def get_weights_entry(name: str, registry: Mapping[str, WeightsEntry] = WEIGHTS)
     try:
         return registry[name]
     except KeyError:
-        raise ValueError(
+        raise WeightsArgumentError(
             f"`weights` must be one of {sorted(registry)}, a path to a checkpoint file, "
             f"or {RANDOM!r}; got {name!r}"
         ) from None

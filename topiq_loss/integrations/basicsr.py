@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 
 from .. import _checks
+from .._env import env_value
 from ..functional import Reduction, reduce_loss
 from ..loss import TOPIQLoss
 from ..objectives import Objective, check_objective
@@ -187,13 +188,22 @@ def _install_compat_alias() -> None:
         sys.modules[_OLD_TV] = importlib.import_module("torchvision.transforms.functional")
 
 
+def _compat_flag(value: str) -> bool:
+    if value not in ("0", "1"):
+        raise ValueError(f"must be '1' (install the torchvision alias) or '0' / unset (do not); got {value!r}")
+    return value == "1"
+
+
 def import_basicsr() -> bool:
     """Import basicsr (with the compat alias when ``TOPIQ_LOSS_BASICSR_COMPAT=1``).
 
     Returns False if basicsr is not installed, or is installed but fails to import
     (then warns with the reason, and the fix for the torchvision break).
+
+    Raises:
+        ValueError: ``TOPIQ_LOSS_BASICSR_COMPAT`` is set to anything but ``0`` or ``1``.
     """
-    if os.environ.get(COMPAT_ENV) == "1":
+    if env_value(COMPAT_ENV, _compat_flag):
         _install_compat_alias()
     try:
         importlib.import_module("basicsr.utils.registry")

@@ -1,0 +1,177 @@
+"""Weights files: what a ``weights=`` value is, and the one reader of every file of tensors.
+
+Every network the package builds gets its tensors through here: TOPIQ checkpoints,
+LPIPS state dicts given as paths, the ``lpips`` package's linear-layer files, and (via
+:func:`check_tensors`) tensors that come from elsewhere, such as torchvision's backbone
+or an ``lpips.LPIPS`` module. So the checks below (no pickled code, no decompression
+bomb, a dict of named tensors, finite values, possible BatchNorm statistics) hold for
+all of them alike, and a bad file is a :class:`~topiq_loss.WeightsError` naming it.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from .weights import WeightsArgumentError, WeightsError, WeightsFileNotFoundError
+
+__all__ = ["MAX_WEIGHTS_BYTES", "check_tensors", "classify_weights", "read_weights_file"]
+
+#: Sum of a file's record sizes above which it is refused before loading (the largest
+#: official CFANet file holds about 280 MiB of tensors, an LPIPS-VGG state dict 60 MiB).
+MAX_WEIGHTS_BYTES = 400 * 2**20
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def classify_weights(
+    weights: object, names: Collection[str], random: Collection[object], expected: str
+) -> tuple[Literal["random", "name", "file"], str | Path | None]:
+    """What a ``weights=`` value is: ``("random", None)``, ``("name", name)`` or ``("file", path)``.
+
+    Args:
+        weights: the value as given.
+        names: the names it may take (a registry's, or ``("default",)``).
+        random: the values that mean random weights (``None``, ``"random"``).
+        expected: the phrase of the errors: what ``weights`` may be.
+
+    Raises:
+        WeightsArgumentError: (a ValueError) an empty string, a folder, something
+            that is not a regular file, or a bare word that is no name.
+        WeightsFileNotFoundError: (a FileNotFoundError) no file at that path.
+        TypeError: neither a string, a path nor one of ``random``.
+    """
+    if weights is None and None in random:
+        return "random", None
+    if isinstance(weights, str):
+        if weights in random:
+            return "random", None
+        if weights in names:
+            return "name", weights
+    if not isinstance(weights, (str, os.PathLike)):
+        raise TypeError(f"`weights` must be {expected}; got {type(weights).__name__}")
+    text = os.fspath(weights)
+    if not isinstance(text, str):
+        raise TypeError(f"`weights` must be {expected}; got a bytes path")
+    if not text.strip():
+        # Path("") is ".", an existing folder: without this it is "not found: .".
+        raise WeightsArgumentError(f"`weights` is an empty string; it must be {expected}")
+    path = Path(text)
+    if path.is_file():
+        return "file", path
+    if path.is_dir():
+        raise WeightsArgumentError(f"`weights` {path} is a folder, not a weights file; it must be {expected}")
+    if path.exists():
+        raise WeightsArgumentError(f"`weights` {path} is not a regular file; it must be {expected}")
+    if isinstance(weights, str) and "/" not in text and os.sep not in text and "." not in text:
+        raise WeightsArgumentError(f"`weights` must be {expected}; got {weights!r} (no such name, and no such file)")
+    raise WeightsFileNotFoundError(f"`weights` file not found: {path}; `weights` must be {expected}")
+
+
+def read_weights_file(
+    path: str | os.PathLike[str],
+    fits: str,
+    source: str | None = None,
+    max_bytes: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file: its ``params`` dict, or the file's own dict.
+
+    Loaded with ``weights_only=True`` onto the CPU, so pickled code never runs; then
+    checked by :func:`check_tensors`.
+
+    Args:
+        path: the file.
+        fits: what its tensors must be able to be, for the messages ("a trained CFANet").
+        source: how the messages name the file (default "`weights` file PATH").
+        max_bytes: record sizes summing past this are refused before loading
+            (default :data:`MAX_WEIGHTS_BYTES`).
+
+    Raises:
+        WeightsFileNotFoundError: no such file.
+        WeightsError: empty, too large, unreadable, refused, not a dict of tensors,
+            or a tensor that cannot be ``fits``; the message names the file (and key).
+    """
+    path = Path(path)
+    where = source if source is not None else f"`weights` file {path}"
+    if not path.is_file():
+        raise WeightsFileNotFoundError(f"{where}: not found" if source is not None else f"`weights` file not found: {path}")
+    if path.stat().st_size == 0:
+        raise WeightsError(f"{where} is empty")
+    _check_record_sizes(path, where, fits, MAX_WEIGHTS_BYTES if max_bytes is None else max_bytes)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise WeightsError(
+            f"{where} was refused: it is not a plain tensor checkpoint (loaded with weights_only=True, "
+            f"which never runs pickled code): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - weights_only ran no code; any failure means a bad file
+        raise WeightsError(f"{where} is not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+    if isinstance(obj, Mapping) and isinstance(obj.get("params"), Mapping):
+        obj = obj["params"]
+    if not isinstance(obj, Mapping) or not obj:
+        raise WeightsError(
+            f"{where} holds {type(obj).__name__}{' (empty)' if isinstance(obj, Mapping) else ''}, expected a "
+            f"state dict (a dict of tensors, or a dict with key 'params')"
+        )
+    return check_tensors(obj, where, fits)
+
+
+def check_tensors(state: Mapping[Any, Any], source: str, fits: str) -> dict[str, torch.Tensor]:
+    """``state`` as a dict, if every entry is a named, dense, finite floating-point tensor
+    (integer ``num_batches_tracked`` allowed) and every ``running_var`` is >= 0.
+
+    Raises:
+        WeightsError: naming ``source``, the first bad key and why it cannot be ``fits``.
+    """
+    bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise WeightsError(f"{source}: {len(bad)} entries are not named tensors, e.g. {bad[:3]}")
+    tensors: dict[str, torch.Tensor] = dict(state)
+    for key, value in tensors.items():
+        problem = _tensor_problem(key, value)
+        if problem is not None:
+            raise WeightsError(f"{source}: tensor {key!r} {problem}; it cannot be {fits}")
+    return tensors
+
+
+def _check_record_sizes(path: Path, where: str, fits: str, limit: int) -> None:
+    """Refuse a zip file whose records would expand past ``limit`` before the loader
+    materialises them (a compressed bomb costs memory, not disk)."""
+    if not zipfile.is_zipfile(path):
+        return  # legacy formats: the loader refuses or reads them
+    try:
+        with zipfile.ZipFile(path) as zf:
+            total = sum(info.file_size for info in zf.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise WeightsError(f"{where} is not a readable weights archive ({exc})") from None
+    if total > limit:
+        raise WeightsError(
+            f"{where} would expand to {total} bytes of records, more than {fits} needs "
+            f"({limit} at most); refused before loading"
+        )
+
+
+def _tensor_problem(key: str, t: torch.Tensor) -> str | None:
+    """Why tensor ``key`` cannot come from a trained network (None if it can)."""
+    if t.is_meta or t.device.type == "meta":
+        return "is on the meta device (no data)"
+    if t.layout != torch.strided:
+        return f"has layout {t.layout} (expected dense)"
+    if t.is_quantized:
+        return f"is quantized ({t.dtype})"
+    if key.endswith("num_batches_tracked"):
+        return None if t.dtype in (torch.int64, torch.int32) or t.is_floating_point() else f"has dtype {t.dtype}"
+    if t.dtype not in _FLOAT_DTYPES:
+        return f"has dtype {t.dtype} (expected floating point)"
+    if not bool(torch.isfinite(t).all()):
+        return "holds NaN or inf values"
+    if key.endswith("running_var") and bool((t < 0).any()):
+        # A variance is never negative; loaded, it makes every BatchNorm output NaN.
+        return f"holds negative values (min {float(t.min()):.3g}; a BatchNorm running variance is >= 0)"
+    return None
