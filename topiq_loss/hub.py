@@ -22,7 +22,16 @@ from . import download, integrity
 from .checkpoint import checkpoint_layout, load_state_dict_checked, read_state_dict
 from .download import MIRROR_ENV, DownloadError
 from .integrity import PINS_ENV, Expected, Refused, redact
-from .weights import RANDOM, REGISTRY, WEIGHTS, WeightsEntry, WeightsError, entry_for_file, get_weights_entry
+from .weights import (
+    RANDOM,
+    REGISTRY,
+    WEIGHTS,
+    WeightsEntry,
+    WeightsError,
+    entry_for_file,
+    get_weights_entry,
+    is_random,
+)
 
 __all__ = [
     "MIRROR_ENV",
@@ -226,7 +235,7 @@ def resolve_weights(
     the entry comes back too (so its resize and score range apply). ``"random"`` or
     ``None`` returns ``(None, "random init", None)``: random initialisation.
     """
-    if weights is None or (isinstance(weights, str) and weights == RANDOM):
+    if is_random(weights):
         return None, "random init", None
     if isinstance(weights, str) and weights in registry:
         entry = registry[weights]

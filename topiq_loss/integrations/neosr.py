@@ -42,7 +42,7 @@ class topiq_loss(nn.Module):  # noqa: N801 (neosr's registry names losses in low
 
     Args:
         loss_weight: multiplies the loss.
-        weights: ``"kadid"`` (default), ``"pipal"`` or a checkpoint path.
+        weights: ``"kadid"`` (default), ``"pipal"``, a checkpoint path or ``"random"`` (tests only).
         objective: ``"anchored"`` (default; 0 at the target) or ``"score"``.
         input_range: (low, high) of pixel values.
         checkpoint: gradient checkpointing (less memory).
@@ -88,7 +88,7 @@ class lpips_plus_loss(LPIPSPlusPlug):  # noqa: N801 (neosr's naming)
     The TOPIQ paper's semantic-weighted LPIPS (:class:`~topiq_loss.LPIPSPlusLoss`): a
     distance, 0 at the target; float32 with autocast off, inputs under 32 pixels enlarged.
     Args: ``loss_weight``, ``net`` (``"alex"`` | ``"vgg"``), ``weights`` (``"default"`` |
-    path), ``semantic_layer`` (2), ``input_range``, ``checkpoint``, ``lpips`` (prebuilt);
+    path | ``"random"``), ``semantic_layer`` (2), ``input_range``, ``checkpoint``, ``lpips`` (prebuilt);
     see :class:`~topiq_loss.integrations._common.LPIPSPlusPlug`.
 
     Shape:
@@ -113,7 +113,7 @@ def calculate_topiq_metric(
         img, img2: neosr's ``tensor2img`` outputs: (H, W, C) numpy arrays in BGR order,
             values 0..255.
         crop_border: pixels dropped at each edge first.
-        weights: ``"kadid"`` (default), ``"pipal"`` or a checkpoint path.
+        weights: ``"kadid"`` (default), ``"pipal"``, a checkpoint path or ``"random"`` (tests only).
         device: default CUDA when available, else the CPU.
     """
     x = numpy_image(img, "img", crop_border=crop_border, bgr=True)
