@@ -1,8 +1,8 @@
 """Framework plugs (topiq_loss.integrations): BasicSR, traiNNer-redux, neosr.
 
-traiNNer-redux is not on PyPI and neosr 0.1.0 needs Python >= 3.12 and numpy < 2, so
-both are tested against stand-ins of their registry contracts (written from their
-documented behaviour). BasicSR is tested with a stand-in registry in-process and, where
+traiNNer-redux is not on PyPI and neosr 1.0.0 (from its repository) needs Python 3.12
+and CUDA, so both are tested here against stand-ins of their registry contracts (the
+plugs were also tried in the real frameworks: docs/integrations.md, "Versions tried"). BasicSR is tested with a stand-in registry in-process and, where
 basicsr is installed, end to end in a subprocess through the documented one-liner.
 """
 
