@@ -512,7 +512,7 @@ def test_neosr_metrics_keep_the_true_validation_mean(cached, loss_fn, fresh_mean
     """neosr 1.0.0 logs ``sum / (n - 1) + 1``; the plug keeps count and sum per round."""
     hrs = [_u8(smooth_images(1, 40, 40, seed=s)) for s in (21, 22, 23)]
     srs = [_u8(distort(_t(hr), 30 + i)) for i, hr in enumerate(hrs)]
-    bgr = [(sr[..., ::-1], hr[..., ::-1]) for sr, hr in zip(srs, hrs)]
+    bgr = [(sr[..., ::-1], hr[..., ::-1]) for sr, hr in zip(srs, hrs, strict=True)]
     with caplog.at_level("INFO", logger=neosr_plug.__name__):
         first = [neosr_plug.calculate_topiq_metric(img=sr, img2=hr) for sr, hr in bgr]
     fr = fresh_means["calculate_topiq_metric"]

@@ -224,7 +224,7 @@ def build_lpips_network(
             the file is not an LPIPS state dict of ``net``.
     """
     network = LPIPSNetwork(net)
-    if is_random(weights):
+    if weights is None or is_random(weights):
         warnings.warn(
             f"LPIPS-{net} built with weights={RANDOM!r}: RANDOM backbone and linear layers, distances are "
             f"meaningless. Use this for tests only.",

@@ -35,12 +35,13 @@ def seeded_init(name: str) -> Iterator[None]:
     CUDA generators are saved and seeded too where CUDA is already initialised (a network
     built on a CUDA default device draws there); an uninitialised CUDA is left untouched.
     """
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    cuda_ready = torch.cuda.is_initialized()  # type: ignore[no-untyped-call]
+    devices = list(range(torch.cuda.device_count())) if cuda_ready else []
     seed = init_seed(name)
     with torch.random.fork_rng(devices=devices):
         # Not torch.manual_seed: it would queue a seed for a CUDA not yet initialised,
         # applied later, outside this block.
-        torch.random.default_generator.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
         for index in devices:
             torch.cuda.default_generators[index].manual_seed(seed)
         yield
