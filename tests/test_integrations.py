@@ -1,8 +1,8 @@
 """Framework plugs (topiq_loss.integrations): BasicSR, traiNNer-redux, neosr.
 
-traiNNer-redux is not on PyPI and neosr 0.1.0 needs Python >= 3.12 and numpy < 2, so
-both are tested against stand-ins of their registry contracts (written from their
-documented behaviour). BasicSR is tested with a stand-in registry in-process and, where
+traiNNer-redux is not on PyPI and neosr 1.0.0 (from its repository) needs Python 3.12
+and CUDA, so both are tested here against stand-ins of their registry contracts (the
+plugs were also tried in the real frameworks: docs/integrations.md, "Versions tried"). BasicSR is tested with a stand-in registry in-process and, where
 basicsr is installed, end to end in a subprocess through the documented one-liner.
 """
 
@@ -499,3 +499,43 @@ def test_neosr_metrics_take_bgr(cached, loss_fn, images):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert isinstance(neosr_plug.calculate_topiq_nr_metric(img=sr[..., ::-1], img2=hr[..., ::-1]), float)
+
+
+@pytest.fixture()
+def fresh_means():
+    neosr_plug.reset_validation_means()
+    yield neosr_plug.VALIDATION_MEANS
+    neosr_plug.reset_validation_means()
+
+
+def test_neosr_metrics_keep_the_true_validation_mean(cached, loss_fn, fresh_means, caplog):
+    """neosr 1.0.0 logs ``sum / (n - 1) + 1``; the plug keeps count and sum per round."""
+    hrs = [_u8(smooth_images(1, 40, 40, seed=s)) for s in (21, 22, 23)]
+    srs = [_u8(distort(_t(hr), 30 + i)) for i, hr in enumerate(hrs)]
+    bgr = [(sr[..., ::-1], hr[..., ::-1]) for sr, hr in zip(srs, hrs, strict=True)]
+    with caplog.at_level("INFO", logger=neosr_plug.__name__):
+        first = [neosr_plug.calculate_topiq_metric(img=sr, img2=hr) for sr, hr in bgr]
+    fr = fresh_means["calculate_topiq_metric"]
+    assert fr.count == 3 and fr.total == pytest.approx(sum(first), abs=1e-12)
+    assert neosr_plug.validation_mean() == pytest.approx(sum(first) / 3, abs=1e-12)
+    assert neosr_plug.validation_mean() != pytest.approx(sum(first) / 2 + 1)  # neosr's own figure
+    assert f"running mean {sum(first) / 3:.4f} over 3 images" in caplog.text
+    # The next validation round shows the first reference again: the mean starts over.
+    again = neosr_plug.calculate_topiq_metric(img=bgr[1][0], img2=bgr[0][1])
+    assert fr.count == 1 and neosr_plug.validation_mean() == pytest.approx(again, abs=1e-12)
+    # The no-reference metric keeps its own tally, its rounds told by the img2 neosr passes too.
+    nr = [neosr_plug.calculate_topiq_nr_metric(img=sr, img2=hr) for sr, hr in bgr[:2]]
+    assert neosr_plug.validation_mean("calculate_topiq_nr_metric") == pytest.approx(sum(nr) / 2, abs=1e-12)
+    assert fr.count == 1
+    neosr_plug.reset_validation_means()
+    assert fr.count == 0 and fresh_means["calculate_topiq_nr_metric"].count == 0
+    assert np.isnan(neosr_plug.validation_mean())
+    with pytest.raises(ValueError, match=r"`metric` must be one of \['calculate_topiq_metric', 'calculate_topiq_nr_metric'\]; got 'psnr'"):
+        neosr_plug.validation_mean("psnr")
+
+
+def test_neosr_validation_mean_without_a_reference_keeps_adding(cached, fresh_means, images):
+    sr, _ = images
+    scores = [neosr_plug.calculate_topiq_nr_metric(img=sr[..., ::-1]) for _ in range(3)]
+    nr = fresh_means["calculate_topiq_nr_metric"]
+    assert nr.count == 3 and nr.mean == pytest.approx(sum(scores) / 3, abs=1e-12)

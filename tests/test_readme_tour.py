@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import topiq_loss.loss_nr as loss_nr_mod
 import topiq_loss.networks as networks_mod
 
 ROOT = Path(__file__).parents[1]
@@ -36,8 +35,7 @@ def test_the_readme_tour_runs_as_written(monkeypatch, net):
         names.append(weights)
         return (net if "kadid" in registry else nr), registry.get(str(weights))  # shared, never modified
 
-    monkeypatch.setattr(networks_mod, "load_network", fake_load)  # TOPIQLoss, build_network
-    monkeypatch.setattr(loss_nr_mod, "load_network", fake_load)
+    monkeypatch.setattr(networks_mod, "load_network", fake_load)  # every TOPIQ network
     namespace: dict[str, object] = {}
     exec(compile(_tour(ROOT / "README.md"), "README.md tour", "exec"), namespace)  # noqa: S102
     assert namespace["sr"].grad is not None  # type: ignore[attr-defined]

@@ -234,7 +234,7 @@ def resolve_weights(
         WeightsError: the file or download is refused.
     """
     expected = f"one of {sorted(registry)}, a path to a checkpoint file, or {RANDOM!r}"
-    what, value = classify_weights(weights, registry, (None, RANDOM), expected)
+    what, value = classify_weights(weights, registry, expected)
     if what == "random":
         return None, "random init", None
     if what == "name":

@@ -24,7 +24,7 @@ from .maps import QualityMaps, quality_maps
 from .networks import build_network
 from .objectives import Objective, check_objective
 from .robust import RandomTransforms
-from .weights import DEFAULT_WEIGHTS
+from .weights import DEFAULT_WEIGHTS, is_random
 
 __all__ = ["TOPIQLoss", "TOPIQTarget", "build_network"]
 
@@ -110,7 +110,7 @@ class TOPIQLoss(FrozenNetworkLoss):
         objective = check_objective(objective)
         if net is None:
             net = build_network(weights, kind="fr", cache_dir=cache_dir, progress=progress)
-            self_weights_name = "random (tests only)" if weights in (None, "random") else str(weights)
+            self_weights_name = "random (tests only)" if is_random(weights) else str(weights)
         else:
             self_weights_name = "given network"
         super().__init__(

@@ -10,20 +10,17 @@ import torch
 
 from . import _checks
 from .cfanet_nr import CFANetNR
-from .frozen import FrozenNetworkLoss, load_network
+from .frozen import FrozenNetworkLoss
 from .functional import Reduction, reduce_loss
 from .functional_nr import topiq_nr, topiq_nr_features, topiq_nr_loss
 from .maps import QualityMaps, maps_from_features
-from .networks import build_network_of_kinds
+from .networks import build_network_of_kinds, load_network_of_kinds
 from .objectives import Objective, check_objective
 from .robust import RandomTransforms
 from .trunk import CFANetFeatures
-from .weights import DEFAULT_NR_WEIGHTS, NR_WEIGHTS
+from .weights import DEFAULT_NR_WEIGHTS, is_random
 
 __all__ = ["TOPIQNRLoss", "build_nr_network"]
-
-_LAYOUT_BUILDS = {"nr": CFANetNR, "iaa": CFANetNR.aesthetics}
-
 
 def build_nr_network(
     weights: str | os.PathLike[str] | None = DEFAULT_NR_WEIGHTS,
@@ -111,9 +108,9 @@ class TOPIQNRLoss(FrozenNetworkLoss):
         objective = check_objective(objective)
         entry = None
         if net is None:
-            built, entry = load_network(weights, NR_WEIGHTS, CFANetNR, _LAYOUT_BUILDS, cache_dir, progress)
+            built, entry = load_network_of_kinds(weights, ("nr", "iaa"), cache_dir=cache_dir, progress=progress)
             net = cast(CFANetNR, built)
-            name = "random (tests only)" if weights in (None, "random") else str(weights)
+            name = "random (tests only)" if is_random(weights) else str(weights)
         else:
             name = "given network"
         super().__init__(

@@ -23,6 +23,7 @@ from .functional import Reduction, reduce_loss
 from .holder import FrozenHolder
 from .lpips_nets import LPIPSNetwork, build_lpips_network, lpips_network_from_module
 from .robust import RandomTransforms
+from .weights import is_random
 
 __all__ = ["LPIPSLoss", "LPIPSPlusLoss"]
 
@@ -66,7 +67,8 @@ class LPIPSLoss(FrozenHolder):
         net: ``"alex"`` (AlexNet, the LPIPS default) or ``"vgg"`` (VGG16).
         weights: ``"default"`` (torchvision's ImageNet backbone, downloaded through
             torchvision's cache, + the ``lpips`` package's v0.1 linear layers), a path
-            to a saved ``lpips.LPIPS`` state dict, or ``None`` (random: tests only; warns).
+            to a saved ``lpips.LPIPS`` state dict, or ``"random"`` / ``None`` (random,
+            seeded from ``net``: tests only; warns).
         semantic_layer: ``None`` (plain average) or 0..4, the tap whose target
             activations weight the maps.
         reduction: ``"mean"`` | ``"sum"`` | ``"none"`` over the batch.
@@ -119,7 +121,7 @@ class LPIPSLoss(FrozenHolder):
         self._robust_options(robust)
         if network is None:
             network = build_lpips_network(_checks.check_choice(net, "net", ("alex", "vgg")), weights, progress)
-            self.weights_name = "random (tests only)" if weights is None else str(weights)
+            self.weights_name = "random (tests only)" if is_random(weights) else str(weights)
         elif not isinstance(network, LPIPSNetwork):
             raise TypeError(f"`network` must be an LPIPSNetwork; got {type(network).__name__}")
         else:

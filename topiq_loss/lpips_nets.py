@@ -21,6 +21,8 @@ import torch.nn as nn
 import torch.utils.checkpoint as cp
 
 from .hub import WeightsError
+from .seeded_init import seeded_init
+from .weights import RANDOM
 from .weights_file import check_tensors, classify_weights, read_weights_file
 
 __all__ = ["LPIPSNetwork", "build_lpips_network", "lpips_network_from_module"]
@@ -82,8 +84,8 @@ class LPIPSNetwork(nn.Module):
             raise ValueError(f"`net` must be one of {NETS}; got {net!r}")
         self.net_name = net
         self.taps = TAPS[net]
-        # Random draws of a fresh network must not advance torch's global RNG.
-        with torch.random.fork_rng(devices=[]):
+        # Not from the caller's stream, and the same random weights for a net whatever ran before.
+        with seeded_init(f"lpips-{net}:{RANDOM}"):
             self.features = _features(net)
             # Each tap is a ReLU: its channels are those of the convolution before it.
             chans = [cast(nn.Conv2d, self.features[i - 1]).out_channels for i in self.taps]
@@ -215,8 +217,8 @@ def build_lpips_network(
         net: ``"alex"`` or ``"vgg"``.
         weights: ``"default"`` (torchvision's ImageNet backbone + the ``lpips`` package's
             v0.1 linear layers), a path to a saved ``lpips.LPIPS`` state dict (backbone and
-            linear layers), or ``None`` (random backbone and non-negative random linear
-            layers: tests only; warns).
+            linear layers), or ``"random"`` / ``None`` (random backbone and non-negative
+            random linear layers, seeded from ``net``: tests only; warns).
         progress: torchvision's download progress bar.
 
     Raises:
@@ -227,12 +229,12 @@ def build_lpips_network(
             empty string, a folder or an unknown name;
             :class:`~topiq_loss.weights.WeightsFileNotFoundError` for a missing file.
     """
-    expected = "'default', a path to a saved lpips.LPIPS state dict (an existing file), or None"
-    what, value = classify_weights(weights, ("default",), (None,), expected)
+    expected = f"'default', {RANDOM!r} (or None) or an existing file (a saved lpips.LPIPS state dict)"
+    what, value = classify_weights(weights, ("default",), expected)
     network = LPIPSNetwork(net)
     if what == "random":
         warnings.warn(
-            f"LPIPS-{net} built with weights=None: RANDOM backbone and linear layers, distances are "
+            f"LPIPS-{net} built with weights={RANDOM!r}: RANDOM backbone and linear layers, distances are "
             f"meaningless. Use this for tests only.",
             UserWarning,
             stacklevel=3,

@@ -19,7 +19,7 @@ from .loss import TOPIQLoss
 from .loss_nr import TOPIQNRLoss
 from .lpips_loss import LPIPSLoss, LPIPSPlusLoss
 from .objectives import Objective, check_objective
-from .weights import DEFAULT_NR_WEIGHTS
+from .weights import DEFAULT_NR_WEIGHTS, is_random
 
 __all__ = ["PIXEL_KINDS", "MixedLoss", "PixelKind", "pixel_loss"]
 
@@ -137,7 +137,7 @@ class MixedLoss(nn.Module):
         self.reduction = _checks.check_reduction(reduction)
         # Submodules: they keep their networks out of state_dict()/parameters() themselves.
         self.topiq = _topiq_from(topiq, topiq_kwargs, objective)
-        random = topiq_kwargs.get("weights", "") in (None, "random")
+        random = "weights" in topiq_kwargs and is_random(topiq_kwargs["weights"])
         self.nr = _nr_from(nr, self.nr_weight, self.topiq.objective, random)
 
     def _mix(

@@ -14,6 +14,7 @@ from typing import Final, Literal, TypeAlias, overload
 from .cfanet import CFANetFR
 from .cfanet_nr import CFANetNR
 from .frozen import load_network
+from .seeded_init import seeded_init
 from .weights import (
     BUILD_BY_KIND,
     DEFAULT_WEIGHTS_BY_KIND,
@@ -21,11 +22,12 @@ from .weights import (
     RANDOM,
     REGISTRY,
     Kind,
+    WeightsEntry,
     WeightsKindError,
     check_kind,
 )
 
-__all__ = ["DEFAULT", "build_network", "build_network_of_kinds"]
+__all__ = ["DEFAULT", "build_network", "build_network_of_kinds", "load_network_of_kinds"]
 
 
 class _Default(enum.Enum):
@@ -109,6 +111,24 @@ def build_network_of_kinds(
 ) -> CFANetFR | CFANetNR:
     """:func:`build_network` accepting weights of any of ``kinds``; ``kinds[0]`` gives
     the default and random weights (``build_nr_network`` takes ``("nr", "iaa")``)."""
+    net, _ = load_network_of_kinds(weights, kinds, cache_dir=cache_dir, progress=progress)
+    return net
+
+
+def load_network_of_kinds(
+    weights: WeightsArg,
+    kinds: Sequence[Kind],
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> tuple[CFANetFR | CFANetNR, WeightsEntry | None]:
+    """:func:`build_network_of_kinds` and the registry entry of the weights (None for a
+    file of no official name, or random weights): the way every TOPIQ network is built.
+
+    The network is constructed under :func:`~topiq_loss.seeded_init.seeded_init`, seeded
+    from ``kinds[0]`` (the kind random weights build): random weights are the same for
+    a kind whatever ran before, and torch's global random stream is left as it was.
+    """
     first = kinds[0]
     if weights is DEFAULT:
         weights = DEFAULT_WEIGHTS_BY_KIND[first]
@@ -122,5 +142,6 @@ def build_network_of_kinds(
         )
     registry = {n: e for n, e in REGISTRY.items() if e.kind in kinds}
     builds = {k: build for k, build in BUILD_BY_KIND.items() if k in kinds}
-    net, _ = load_network(weights, registry, BUILD_BY_KIND[first], builds, cache_dir, progress)
-    return net  # type: ignore[return-value]
+    with seeded_init(f"topiq-{first}:{RANDOM}"):
+        net, entry = load_network(weights, registry, BUILD_BY_KIND[first], builds, cache_dir, progress)
+    return net, entry  # type: ignore[return-value]

@@ -41,6 +41,7 @@ __all__ = [
     "WeightsView",
     "check_kind",
     "entry_for_file",
+    "is_random",
     "get_weights_entry",
     "list_weights",
 ]
@@ -57,6 +58,12 @@ _LICENSE = "TOPIQ authors' terms (IQA-PyTorch weights): non-commercial research 
 #: The ``weights=`` spelling of an untrained network (tests only), in Python, YAML and
 #: on the command line alike; ``None`` means the same.
 RANDOM = "random"
+
+
+def is_random(weights: object) -> bool:
+    """True for the spellings of random weights, :data:`RANDOM` and ``None``: the one
+    place that reads them, for the TOPIQ and LPIPS networks, losses, metrics and plugs."""
+    return weights is None or (isinstance(weights, str) and weights == RANDOM)
 
 
 #: What a checkpoint scores: ``"fr"`` full-reference quality (TOPIQ-FR), ``"nr"``

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import torch
 
-from .weights import WeightsArgumentError, WeightsError, WeightsFileNotFoundError
+from .weights import WeightsArgumentError, WeightsError, WeightsFileNotFoundError, is_random
 
 __all__ = ["MAX_WEIGHTS_BYTES", "check_tensors", "classify_weights", "read_weights_file"]
 
@@ -30,29 +30,25 @@ _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def classify_weights(
-    weights: object, names: Collection[str], random: Collection[object], expected: str
+    weights: object, names: Collection[str], expected: str
 ) -> tuple[Literal["random", "name", "file"], str | Path | None]:
     """What a ``weights=`` value is: ``("random", None)``, ``("name", name)`` or ``("file", path)``.
 
     Args:
         weights: the value as given.
         names: the names it may take (a registry's, or ``("default",)``).
-        random: the values that mean random weights (``None``, ``"random"``).
         expected: the phrase of the errors: what ``weights`` may be.
 
     Raises:
         WeightsArgumentError: (a ValueError) an empty string, a folder, something
             that is not a regular file, or a bare word that is no name.
         WeightsFileNotFoundError: (a FileNotFoundError) no file at that path.
-        TypeError: neither a string, a path nor one of ``random``.
+        TypeError: neither a string, a path nor a spelling of random weights.
     """
-    if weights is None and None in random:
+    if is_random(weights):  # the one reading of "random" / None (weights.is_random)
         return "random", None
-    if isinstance(weights, str):
-        if weights in random:
-            return "random", None
-        if weights in names:
-            return "name", weights
+    if isinstance(weights, str) and weights in names:
+        return "name", weights
     if not isinstance(weights, (str, os.PathLike)):
         raise TypeError(f"`weights` must be {expected}; got {type(weights).__name__}")
     text = os.fspath(weights)

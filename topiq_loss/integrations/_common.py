@@ -17,6 +17,7 @@ from .. import _checks
 from ..loss import TOPIQLoss
 from ..loss_nr import TOPIQNRLoss
 from ..lpips_loss import LPIPSPlusLoss
+from ..weights import RANDOM, is_random
 
 __all__ = ["LPIPSPlusPlug", "as_float32", "cached_fr", "cached_nr", "metric_device", "numpy_image", "score_fr", "score_nr", "upsample_to_min"]
 
@@ -84,19 +85,20 @@ def metric_device(device: Any = None) -> torch.device:
 # One frozen network per (weights, device[, resize]) and process: validation loops
 # call a metric per image, and rebuilding ResNet50 each time costs seconds.
 @functools.lru_cache(maxsize=4)
-def cached_fr(weights: str | None, device: torch.device) -> TOPIQLoss:
+def cached_fr(weights: str, device: torch.device) -> TOPIQLoss:
     """The process's TOPIQ-FR loss for ``weights`` on ``device``."""
     return TOPIQLoss(weights=weights).to(device)
 
 
 @functools.lru_cache(maxsize=4)
-def cached_nr(weights: str | None, device: torch.device, resize: Any = "auto") -> TOPIQNRLoss:
+def cached_nr(weights: str, device: torch.device, resize: Any = "auto") -> TOPIQNRLoss:
     """The process's TOPIQ-NR loss for ``weights`` on ``device``."""
     return TOPIQNRLoss(weights=weights, resize=resize).to(device)
 
 
-def _key(weights: str | os.PathLike[str] | None) -> str | None:
-    return None if weights is None else os.fspath(weights)
+def _key(weights: str | os.PathLike[str] | None) -> str:
+    # Both spellings of random weights share one cached network.
+    return RANDOM if weights is None or is_random(weights) else os.fspath(weights)
 
 
 def score_fr(img: torch.Tensor, img2: torch.Tensor, weights: Any, device: Any) -> float:
@@ -155,7 +157,8 @@ class LPIPSPlusPlug(nn.Module):
         loss_weight: the framework's loss weight.
         net: ``"alex"`` (default) or ``"vgg"``.
         weights: ``"default"`` (torchvision's ImageNet backbone + LPIPS v0.1 linear
-            layers, downloaded) or a path to a saved ``lpips.LPIPS`` state dict.
+            layers, downloaded; needs the ``lpips`` extra), a path to a saved
+            ``lpips.LPIPS`` state dict, or ``"random"`` (tests only).
         semantic_layer: the tap whose target activations weight the maps (0..4; 2, the
             paper's choice, by default).
         input_range: (low, high) of pixel values.

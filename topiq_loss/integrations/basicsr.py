@@ -80,7 +80,7 @@ class BasicSRTOPIQLoss(nn.Module):
     Args:
         loss_weight: multiplies the loss (BasicSR convention).
         reduction: ``"mean"`` | ``"sum"`` | ``"none"`` over the batch.
-        weights: ``"kadid"`` | ``"pipal"`` | checkpoint path.
+        weights: ``"kadid"`` | ``"pipal"`` | checkpoint path | ``"random"`` (tests only).
         input_range: (low, high) of pixel values, e.g. ``[0, 1]``.
         checkpoint: gradient checkpointing (less memory).
         as_perceptual: return ``(loss, None)`` as BasicSR's ``PerceptualLoss`` does,

@@ -45,7 +45,7 @@ def calculate_topiq(
         crop_border: pixels dropped at each edge first (at least 32x32 must remain).
         input_order: ``"HWC"`` or ``"CHW"``.
         test_y_channel: ignored (logged once): TOPIQ scores colour images.
-        weights: ``"kadid"`` (default), ``"pipal"`` or a checkpoint path.
+        weights: ``"kadid"`` (default), ``"pipal"``, a checkpoint path or ``"random"`` (tests only).
         device: where the network runs; default CUDA when available. One network is
             built per (weights, device) and process, then reused.
     """

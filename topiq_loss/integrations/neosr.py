@@ -11,15 +11,24 @@ makes ``type = "topiq_loss"`` and ``type = "lpips_plus_loss"`` (for the
 ``perceptual_opt`` or ``dists_opt`` slot)
 and ``type = "calculate_topiq_metric"`` / ``"calculate_topiq_nr_metric"`` available
 in its TOML. neosr losses return the weighted loss and run in float32.
+
+neosr 1.0.0 logs the mean of a validation metric as ``sum / (n - 1) + 1``, not
+``sum / n``; the two metrics here keep their own count and sum of the per-image scores
+of the current validation round (:data:`VALIDATION_MEANS`, :func:`validation_mean`)
+and log the true running mean at INFO with every score.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
+import math
 import os
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -29,7 +38,17 @@ from ..objectives import Objective, check_objective
 from ..weights import DEFAULT_NR_WEIGHTS, DEFAULT_WEIGHTS
 from ._common import LPIPSPlusPlug, as_float32, numpy_image, score_fr, score_nr, upsample_to_min
 
-__all__ = ["calculate_topiq_metric", "calculate_topiq_nr_metric", "lpips_plus_loss", "register", "topiq_loss"]
+__all__ = [
+    "VALIDATION_MEANS",
+    "ValidationMean",
+    "calculate_topiq_metric",
+    "calculate_topiq_nr_metric",
+    "lpips_plus_loss",
+    "register",
+    "reset_validation_means",
+    "topiq_loss",
+    "validation_mean",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -42,7 +61,7 @@ class topiq_loss(nn.Module):  # noqa: N801 (neosr's registry names losses in low
 
     Args:
         loss_weight: multiplies the loss.
-        weights: ``"kadid"`` (default), ``"pipal"`` or a checkpoint path.
+        weights: ``"kadid"`` (default), ``"pipal"``, a checkpoint path or ``"random"`` (tests only).
         objective: ``"anchored"`` (default; 0 at the target) or ``"score"``.
         input_range: (low, high) of pixel values.
         checkpoint: gradient checkpointing (less memory).
@@ -88,7 +107,7 @@ class lpips_plus_loss(LPIPSPlusPlug):  # noqa: N801 (neosr's naming)
     The TOPIQ paper's semantic-weighted LPIPS (:class:`~topiq_loss.LPIPSPlusLoss`): a
     distance, 0 at the target; float32 with autocast off, inputs under 32 pixels enlarged.
     Args: ``loss_weight``, ``net`` (``"alex"`` | ``"vgg"``), ``weights`` (``"default"`` |
-    path), ``semantic_layer`` (2), ``input_range``, ``checkpoint``, ``lpips`` (prebuilt);
+    path | ``"random"``), ``semantic_layer`` (2), ``input_range``, ``checkpoint``, ``lpips`` (prebuilt);
     see :class:`~topiq_loss.integrations._common.LPIPSPlusPlug`.
 
     Shape:
@@ -97,6 +116,69 @@ class lpips_plus_loss(LPIPSPlusPlug):  # noqa: N801 (neosr's naming)
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         return self.loss_weight * self.loss_values(pred, target).mean()
+
+
+@dataclass
+class ValidationMean:
+    """Count and sum of one metric's per-image scores in the current validation round.
+
+    A round ends where a reference image already seen in it comes again (neosr scores the
+    same validation set each round); scores given without a reference keep adding.
+    """
+
+    count: int = 0
+    total: float = 0.0
+    _seen: set[bytes] = field(default_factory=set, repr=False)
+
+    @property
+    def mean(self) -> float:
+        """``total / count``; NaN before any score."""
+        return self.total / self.count if self.count else math.nan
+
+    def add(self, score: float, reference: Any = None) -> None:
+        """Count ``score``; ``reference`` (a numpy image) tells the rounds apart."""
+        if isinstance(reference, np.ndarray):
+            key = hashlib.blake2b(np.ascontiguousarray(reference).tobytes(), digest_size=16)
+            key.update(repr((reference.shape, reference.dtype.str)).encode())
+            digest = key.digest()
+            if digest in self._seen:
+                self.reset()
+            self._seen.add(digest)
+        self.count += 1
+        self.total += score
+
+    def reset(self) -> None:
+        """Forget every score (and reference) seen."""
+        self.count, self.total = 0, 0.0
+        self._seen.clear()
+
+
+#: The running validation mean of each metric of this plug, by its neosr name.
+VALIDATION_MEANS: dict[str, ValidationMean] = {
+    "calculate_topiq_metric": ValidationMean(),
+    "calculate_topiq_nr_metric": ValidationMean(),
+}
+
+
+def validation_mean(metric: str = "calculate_topiq_metric") -> float:
+    """The true mean of ``metric``'s scores in the current (or last) validation round:
+    what neosr 1.0.0's logged ``sum / (n - 1) + 1`` should have been. NaN before any."""
+    if metric not in VALIDATION_MEANS:
+        raise ValueError(f"`metric` must be one of {sorted(VALIDATION_MEANS)}; got {metric!r}")
+    return VALIDATION_MEANS[metric].mean
+
+
+def reset_validation_means() -> None:
+    """Start every metric's running mean afresh."""
+    for tally in VALIDATION_MEANS.values():
+        tally.reset()
+
+
+def _tally(metric: str, score: float, reference: Any) -> float:
+    tally = VALIDATION_MEANS[metric]
+    tally.add(score, reference)
+    _log.info("%s: %.4f; running mean %.4f over %d images", metric, score, tally.mean, tally.count)
+    return score
 
 
 def calculate_topiq_metric(
@@ -113,12 +195,14 @@ def calculate_topiq_metric(
         img, img2: neosr's ``tensor2img`` outputs: (H, W, C) numpy arrays in BGR order,
             values 0..255.
         crop_border: pixels dropped at each edge first.
-        weights: ``"kadid"`` (default), ``"pipal"`` or a checkpoint path.
+        weights: ``"kadid"`` (default), ``"pipal"``, a checkpoint path or ``"random"`` (tests only).
         device: default CUDA when available, else the CPU.
+
+    Each score also goes into :func:`validation_mean` (logged at INFO).
     """
     x = numpy_image(img, "img", crop_border=crop_border, bgr=True)
     y = numpy_image(img2, "img2", crop_border=crop_border, bgr=True)
-    return score_fr(x, y, weights, device)
+    return _tally("calculate_topiq_metric", score_fr(x, y, weights, device), img2)
 
 
 def calculate_topiq_nr_metric(
@@ -129,8 +213,10 @@ def calculate_topiq_nr_metric(
     device: str | torch.device | None = None,
     **kwargs: Any,
 ) -> float:
-    """No-reference TOPIQ score of ``img`` (neosr metric; ``img2`` is ignored)."""
-    return score_nr(numpy_image(img, "img", crop_border=crop_border, bgr=True), weights, device, resize)
+    """No-reference TOPIQ score of ``img`` (neosr metric; ``img2``, when neosr passes
+    it, only tells the validation rounds of :func:`validation_mean` apart)."""
+    score = score_nr(numpy_image(img, "img", crop_border=crop_border, bgr=True), weights, device, resize)
+    return _tally("calculate_topiq_nr_metric", score, kwargs.get("img2"))
 
 
 def register(loss_registry: Any | None = None, metric_registry: Any | None = None) -> None:

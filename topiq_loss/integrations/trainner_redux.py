@@ -46,7 +46,7 @@ class TOPIQLoss(nn.Module):
 
     Args:
         loss_weight: read by traiNNer-redux (negative: compare with the upscaled LR).
-        weights: ``"kadid"`` (default), ``"pipal"`` or a checkpoint path.
+        weights: ``"kadid"`` (default), ``"pipal"``, a checkpoint path or ``"random"`` (tests only).
         objective: ``"anchored"`` (default; 0 at the target) or ``"score"``.
         input_range: (low, high) of pixel values.
         checkpoint: gradient checkpointing (less memory).
@@ -94,7 +94,7 @@ class LPIPSPlusLoss(LPIPSPlusPlug):
     distance, 0 at the target. Same conventions as :class:`TOPIQLoss` here: unweighted
     mean (a negative ``loss_weight`` compares with the upscaled LR), float32 with autocast
     off, inputs under 32 pixels enlarged. Args: ``loss_weight``, ``net`` (``"alex"`` |
-    ``"vgg"``), ``weights`` (``"default"`` | path), ``semantic_layer`` (2), ``input_range``,
+    ``"vgg"``), ``weights`` (``"default"`` | path | ``"random"``), ``semantic_layer`` (2), ``input_range``,
     ``checkpoint``, ``lpips`` (prebuilt); see :class:`~topiq_loss.integrations._common.LPIPSPlusPlug`.
 
     Shape:
@@ -120,7 +120,7 @@ def calculate_topiq_metric(
             traiNNer-redux's validation passes them.
         device: the model's device (traiNNer-redux passes it); default CUDA when available.
         crop_border: pixels dropped at each edge first.
-        weights: ``"kadid"`` (default), ``"pipal"`` or a checkpoint path.
+        weights: ``"kadid"`` (default), ``"pipal"``, a checkpoint path or ``"random"`` (tests only).
     """
     x = numpy_image(img, "img", crop_border=crop_border, bgr=False)
     y = numpy_image(img2, "img2", crop_border=crop_border, bgr=False)
