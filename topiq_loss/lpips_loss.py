@@ -42,7 +42,9 @@ def _prepare(
             x = x.expand(-1, 3, -1, -1)
         if (low, high) != (-1.0, 1.0):
             x = (x - low) * (2.0 / (high - low)) - 1.0
-        return x.to(net.dtype)
+        # One memory format for both images, as for TOPIQ (functional.to_unit_rgb):
+        # exactly 0 at the target whatever format each image came in.
+        return x.to(dtype=net.dtype, memory_format=torch.contiguous_format)
 
     return convert(pred), convert(target)
 
