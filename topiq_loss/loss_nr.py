@@ -109,6 +109,7 @@ class TOPIQNRLoss(FrozenNetworkLoss):
         progress: bool = True,
     ) -> None:
         objective = check_objective(objective)
+        resize = _checks.check_resize(resize, auto=True)  # before a network is built
         entry = None
         if net is None:
             built, entry = load_network(weights, NR_WEIGHTS, CFANetNR, _LAYOUT_BUILDS, cache_dir, progress)
