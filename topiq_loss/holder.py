@@ -58,7 +58,7 @@ def freeze_network(net: nn.Module) -> nn.Module:
             if buf is not None and buf.requires_grad:
                 buf.requires_grad_(False)
         if _refreeze not in module._load_state_dict_post_hooks.values():
-            module.register_load_state_dict_post_hook(_refreeze)
+            module.register_load_state_dict_post_hook(_refreeze)  # type: ignore[no-untyped-call]
     return net
 
 

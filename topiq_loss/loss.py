@@ -69,7 +69,8 @@ class TOPIQLoss(FrozenNetworkLoss):
             makes none, for a GPU loop whose data is known good. Also an attribute.
         keep_in_state_dict: register the network as a submodule so its weights are
             saved in (and required by) the parent's ``state_dict``.
-        net: a :class:`CFANetFR` to use instead of loading ``weights``.
+        net: a :class:`CFANetFR` to use instead of loading ``weights``; frozen in place
+            (its tensors become buffers, see :func:`~topiq_loss.holder.freeze_network`).
         cache_dir: where official weights are cached (default torch.hub's).
         progress: show a download progress bar.
 

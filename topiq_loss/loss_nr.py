@@ -71,7 +71,8 @@ class TOPIQNRLoss(FrozenNetworkLoss):
         check_values: NaN/inf and range checks with one host sync per call (default);
             ``False`` makes none.
         keep_in_state_dict: register the network as a submodule.
-        net: a :class:`CFANetNR` to use instead of loading ``weights``.
+        net: a :class:`CFANetNR` to use instead of loading ``weights``; frozen in place
+            (its tensors become buffers).
         cache_dir: where official weights are cached.
         progress: show a download progress bar.
 

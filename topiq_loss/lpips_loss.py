@@ -77,7 +77,8 @@ class LPIPSLoss(FrozenHolder):
         keep_in_state_dict: register the network as a submodule (saved in ``state_dict``).
         progress: torchvision's download progress bar.
         network: an :class:`~topiq_loss.lpips_nets.LPIPSNetwork` to use instead of loading
-            ``net``/``weights`` (shared, e.g. between LPIPS and LPIPS+).
+            ``net``/``weights`` (shared, e.g. between LPIPS and LPIPS+); frozen in place
+            (its tensors become buffers).
         robust: score each pair under a random transform applied identically to both
             images (the ensemble of :class:`~topiq_loss.TOPIQLoss`'s robust mode):
             ``True``, or a :class:`~topiq_loss.RandomTransforms` (transforms, samples

@@ -88,7 +88,8 @@ def shared_network(
     device = _device(device)
     if ident is None:
         net, entry = load()
-        return freeze_network(net).to(device), entry, None
+        freeze_network(net)
+        return net.to(device), entry, None
     key = (kind, ident)
     with _LOCK:
         found = _CACHE.get((key, device, torch.float32))
