@@ -306,3 +306,19 @@ def test_stale_target_features_are_refused_with_the_dtypes(net, images):
 
 def test_nets_are_plain_cfanets(nets):
     assert isinstance(nets["fr"], CFANetFR) and isinstance(nets["nr"], CFANetNR)
+
+
+def test_a_moved_metric_takes_its_own_copy_and_an_unpickled_one_joins(weights_file, images):
+    from topiq_loss.shared_networks import network_on_device
+
+    a, b = TOPIQMetric(weights=str(weights_file)), TOPIQMetric(weights=str(weights_file))
+    shared = a.loss.net
+    a.to("meta")  # another device: a takes that device's network, b's stays where it was
+    assert a.loss.net is not shared and a.loss.net.h_emb.device.type == "meta"
+    assert b.loss.net is shared and shared.h_emb.device.type == "cpu"
+    assert network_on_device(b._network_key, shared, "meta") is a.loss.net
+    copied = pickle.loads(pickle.dumps(b))  # a spawned worker's copy joins this process's network
+    assert copied.loss.net is shared
+    copied.update(*images)
+    b.update(*images)
+    assert torch.equal(copied.compute(), b.compute())
