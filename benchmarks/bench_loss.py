@@ -122,7 +122,7 @@ def build_rows(device: str, with_compile: bool) -> list[tuple[str, Step, set[int
         warnings.simplefilter("ignore")
         loss = TOPIQLoss(weights=None).to(device)
     state = loss.net.state_dict()
-    ptrs = lambda m: {p.untyped_storage().data_ptr() for p in m.parameters()}  # noqa: E731
+    ptrs = lambda m: {p.untyped_storage().data_ptr() for p in m.state_dict(keep_vars=True).values()}  # noqa: E731
     rows: list[tuple[str, Step, set[int]]] = []
     rows.append(("topiq_loss fp32 (default: fused)", lambda p, t: loss(p, t), ptrs(loss.net)))
     published = TOPIQLoss(net=loss.net, objective="score")

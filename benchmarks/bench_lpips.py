@@ -27,7 +27,8 @@ from topiq_loss import CFANetFR, LPIPSLoss, LPIPSPlusLoss, TOPIQLoss  # noqa: E4
 
 def build_rows(device: str) -> list[tuple[str, Step, set[int]]]:
     def ptrs(m: torch.nn.Module) -> set[int]:
-        return {p.untyped_storage().data_ptr() for p in m.parameters()}
+        # The held network's tensors are buffers (frozen by construction), not parameters.
+        return {p.untyped_storage().data_ptr() for p in m.state_dict(keep_vars=True).values()}
 
     rows: list[tuple[str, Step, set[int]]] = []
     with warnings.catch_warnings():

@@ -42,7 +42,9 @@ def test_train_mode_never_reaches_the_loss(gen):
 
 def test_training_step_moves_no_loss_state(gen):
     before = _bn_stats(gen.perceptual)
-    params_before = [p.clone() for p in gen.perceptual.net.parameters()]
+    # Every tensor of the network (they are buffers: parameters() is empty by construction).
+    params_before = [p.clone() for p in gen.perceptual.net.state_dict().values()]
+    assert params_before and list(gen.perceptual.net.parameters()) == []
     opt = torch.optim.AdamW(gen.parameters(), lr=1e-2)
     assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == sum(p.numel() for p in gen.body.parameters())
     gen.train()
@@ -54,8 +56,9 @@ def test_training_step_moves_no_loss_state(gen):
         opt.step()
     assert gen.body.weight.grad is not None and gen.body.weight.grad.abs().sum() > 0
     assert all(torch.equal(a, b) for a, b in zip(before, _bn_stats(gen.perceptual), strict=True))
-    assert all(torch.equal(a, b) for a, b in zip(params_before, gen.perceptual.net.parameters(), strict=True))
-    assert all(p.grad is None for p in gen.perceptual.net.parameters())
+    held = list(gen.perceptual.net.state_dict(keep_vars=True).values())
+    assert all(torch.equal(a, b) for a, b in zip(params_before, held, strict=True))
+    assert all(p.grad is None and not p.requires_grad for p in held)
 
 
 def test_state_dict_excludes_network_and_strict_load_works(gen, net):
@@ -110,6 +113,6 @@ def test_ddp_wrapping_of_parent(net, tmp_path):
         loss = gen.perceptual(ddp(distort(ref, 6)), ref)
         loss.backward()
         assert gen.body.weight.grad is not None
-        assert all(p.grad is None for p in net.parameters())
+        assert all(p.grad is None for p in net.state_dict(keep_vars=True).values())
     finally:
         dist.destroy_process_group()

@@ -83,7 +83,7 @@ def cached(monkeypatch, loss_fn, nr_loss):
 
 def test_network_built_once_per_options(monkeypatch):
     built = []
-    monkeypatch.setattr(_common, "TOPIQLoss", lambda weights: built.append(weights) or torch.nn.Identity())
+    monkeypatch.setattr(_common, "shared_fr_loss", lambda weights, device: (built.append(weights), (torch.nn.Identity(), None))[1])
     _common.cached_fr.cache_clear()
     try:
         cpu = torch.device("cpu")

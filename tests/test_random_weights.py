@@ -83,7 +83,9 @@ def test_every_lpips_plus_plug_takes_random(plug):
 
 def test_the_plugs_metric_cache_keys_random_once(monkeypatch):
     built: list[object] = []
-    monkeypatch.setattr(_common, "TOPIQLoss", lambda weights: built.append(weights) or torch.nn.Identity())
+    monkeypatch.setattr(
+        _common, "shared_fr_loss", lambda weights, device: (built.append(weights) or torch.nn.Identity(), None)
+    )
     _common.cached_fr.cache_clear()
     try:
         cpu = torch.device("cpu")

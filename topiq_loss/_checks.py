@@ -271,3 +271,14 @@ def _user_stacklevel() -> int:
     while frame is not None and frame.f_code.co_filename.startswith(inside):
         frame, level = frame.f_back, level + 1  # type: ignore[assignment]
     return level
+
+
+def check_resize(resize: object, auto: bool = False) -> Any:
+    """``resize`` (a short side in pixels): None, an int >= :data:`MIN_SIZE`, or with
+    ``auto`` also ``"auto"``; anything else raises ``ValueError`` naming it."""
+    if resize is None or (auto and isinstance(resize, str) and resize == "auto"):
+        return resize
+    if isinstance(resize, bool) or not isinstance(resize, int) or resize < MIN_SIZE:
+        allowed = "None, 'auto' or an int" if auto else "None or an int"
+        raise ValueError(f"`resize` must be {allowed} >= {MIN_SIZE} (short side in pixels); got {resize!r}")
+    return resize

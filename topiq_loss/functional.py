@@ -43,12 +43,19 @@ class TargetFeatures:
 
 
 def to_unit_rgb(x: torch.Tensor, net: CFANetTrunk, low: float, high: float) -> torch.Tensor:
-    """Grey repeated to RGB, ``(low, high)`` mapped to [0, 1], the network's dtype."""
+    """Grey repeated to RGB, ``(low, high)`` mapped to [0, 1], the network's dtype, and
+    contiguous memory.
+
+    Every image reaches the network in one memory format: a channels-last ``pred`` and
+    a contiguous ``target`` would otherwise run different convolution kernels, whose
+    roundings differ, and ``loss(x, x)`` would not be exactly 0 (measured 2e-11, with a
+    nonzero gradient).
+    """
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
     if (low, high) != (0.0, 1.0):
         x = (x - low) / (high - low)
-    return x.to(net.h_emb.dtype)
+    return x.to(dtype=net.h_emb.dtype, memory_format=torch.contiguous_format)
 
 
 # Checks and input conversion run eagerly even inside torch.compile: the NaN scan
@@ -103,6 +110,19 @@ def prepare_pred(
     return to_unit_rgb(pred, net, low, high)
 
 
+def check_target_features(target: TargetFeatures, net: CFANetTrunk) -> None:
+    """Refuse features computed for the network in another dtype or on another device
+    (it was cast or moved since): the head would mix precisions or devices."""
+    held = target.features[0]
+    dtype, device = net.h_emb.dtype, net.h_emb.device
+    if held.dtype != dtype or held.device != device:
+        raise ValueError(
+            f"`target` features are {held.dtype} on {held.device} but the network is now {dtype} on "
+            f"{device}: compute them again (topiq_fr_target_features, or loss.with_target) after "
+            "casting or moving the network"
+        )
+
+
 def reduce_loss(values: torch.Tensor, reduction: Reduction) -> torch.Tensor:
     """Apply ``reduction`` to per-sample values of shape (N,)."""
     reduction = _checks.check_reduction(reduction)
@@ -138,6 +158,7 @@ def topiq_fr(
         (N,) scores, about 0..1 with the official weights.
     """
     if isinstance(target, TargetFeatures):
+        check_target_features(target, net)
         p = prepare_pred(pred, target.shape, net, input_range, values=False)
         feats = net.backbone_features(p)
         score = net.head(feats, list(target.features)).score

@@ -43,8 +43,7 @@ def prepare_image(
     ``values=False`` leaves the value checks to the caller."""
     low, high = _checks.check_input_range(input_range)
     img = _checks.check_image(img, name, device=net.h_emb.device, input_range=(low, high), owner=net, values=values)
-    if resize is not None and (isinstance(resize, bool) or not isinstance(resize, int) or resize < 32):
-        raise ValueError(f"`resize` must be None or an int >= 32 (short side in pixels); got {resize!r}")
+    resize = _checks.check_resize(resize)
     x = to_unit_rgb(img, net, low, high)
     return resize_short_side(x, resize) if resize is not None else x
 

@@ -3,7 +3,8 @@
 The network is a plain attribute by default, so a generator holding the loss has no
 extra parameters, state-dict entries or DDP buckets; ``.to()``/``.cuda()``/``.half()``
 still reach it, and a parent's ``to_empty()`` moves it without emptying it. With
-``keep_in_state_dict=True`` it is a submodule whose parameters a parent cannot unfreeze.
+``keep_in_state_dict=True`` it is a submodule. Either way its tensors are buffers (see
+:func:`freeze_network`): frozen by construction, whatever copies, loads or moves it.
 Both the TOPIQ losses and the LPIPS losses are such holders.
 """
 
@@ -19,30 +20,46 @@ import torch.nn as nn
 from . import _checks
 from .robust import RandomTransforms, ensemble_score, private_generator
 
-__all__ = ["FrozenHolder", "FrozenParameter", "freeze_parameters", "keeping_values"]
+__all__ = ["FrozenHolder", "freeze_network", "keeping_values"]
 
 _PROBES = itertools.count()
 _Holder = TypeVar("_Holder", bound="FrozenHolder")
 
 
-class FrozenParameter(nn.Parameter):
-    """A parameter that stays frozen: ``requires_grad_(True)`` is ignored.
+def _refreeze(module: nn.Module, incompatible_keys: object) -> None:
+    # A load_state_dict(..., assign=True) of nn.Parameter values registers them as
+    # parameters again (Module.__setattr__ does): turn them back into buffers.
+    freeze_network(module)
 
-    Used for the network of a loss built with ``keep_in_state_dict=True``: it is then a
-    submodule, so a parent's ``requires_grad_(True)`` (GAN code toggles it per step)
-    would otherwise make it trainable and let an optimiser on the parent change it.
+
+def freeze_network(net: nn.Module) -> nn.Module:
+    """Hold every tensor of ``net`` as a buffer, in place; returns ``net``.
+
+    What every loss and metric here does to its network before holding it. A frozen
+    network has no parameter at all, so nothing that works on parameters can train it:
+    ``requires_grad_(True)`` (of the network or of a parent), an optimiser over a
+    parent's ``parameters()``, DDP's gradient buckets. Buffers stay buffers through
+    every way a module is copied or moved (pickle, ``copy.deepcopy``, ``torch.save``,
+    ``.to()``, ``.half()``, ``to_empty()``), and a load that assigns ``nn.Parameter``
+    values is undone by a load hook. ``state_dict()`` keys and their order are the
+    network's own, so official checkpoints load with ``strict=True``. Idempotent.
     """
-
-    def requires_grad_(self, requires_grad: bool = True) -> FrozenParameter:
-        return self
-
-
-def freeze_parameters(net: nn.Module) -> None:
-    """Replace every parameter of ``net`` by a :class:`FrozenParameter` with the same data."""
     for module in net.modules():
-        for name, p in list(module._parameters.items()):
-            if p is not None and not isinstance(p, FrozenParameter):
-                module._parameters[name] = FrozenParameter(p.detach(), requires_grad=False)
+        params = module._parameters
+        if params:
+            # Parameters first, as state_dict() listed them: the saved order is unchanged.
+            # (A None entry, a conv without bias, stays a None attribute.)
+            frozen = {name: None if p is None else p.detach().requires_grad_(False) for name, p in params.items()}
+            rest = dict(module._buffers)
+            params.clear()
+            module._buffers.clear()
+            module._buffers.update({**frozen, **rest})
+        for buf in module._buffers.values():
+            if buf is not None and buf.requires_grad:
+                buf.requires_grad_(False)
+        if _refreeze not in module._load_state_dict_post_hooks.values():
+            module.register_load_state_dict_post_hook(_refreeze)  # type: ignore[no-untyped-call]
+    return net
 
 
 def keeping_values(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -81,9 +98,8 @@ class FrozenHolder(nn.Module):
     def _hold(self, net: nn.Module, keep_in_state_dict: bool) -> None:
         """Hold ``net`` frozen and in eval mode, hidden unless ``keep_in_state_dict``."""
         self.keep_in_state_dict = _checks.check_bool(keep_in_state_dict, "keep_in_state_dict")
-        net.requires_grad_(False).eval()
+        freeze_network(net).eval()
         if self.keep_in_state_dict:
-            freeze_parameters(net)
             self._net = net
         else:
             # A plain attribute: invisible to parameters(), state_dict(), train() and

@@ -69,7 +69,8 @@ class TOPIQLoss(FrozenNetworkLoss):
             makes none, for a GPU loop whose data is known good. Also an attribute.
         keep_in_state_dict: register the network as a submodule so its weights are
             saved in (and required by) the parent's ``state_dict``.
-        net: a :class:`CFANetFR` to use instead of loading ``weights``.
+        net: a :class:`CFANetFR` to use instead of loading ``weights``; frozen in place
+            (its tensors become buffers, see :func:`~topiq_loss.holder.freeze_network`).
         cache_dir: where official weights are cached (default torch.hub's).
         progress: show a download progress bar.
 
@@ -226,8 +227,10 @@ class TOPIQTarget:
     """A :class:`TOPIQLoss` bound to one target (see :meth:`TOPIQLoss.with_target`).
 
     Calling it with ``pred`` gives the loss, ``.score(pred)`` the (N,) quality.
-    It follows the loss's settings at call time; the target's features stay on the
-    device and in the precision they were computed in.
+    It follows the loss's settings at call time; when the loss's network has been
+    moved or cast since (``.half()``, ``.to(device)``), the target's features are
+    computed again, from a copy of the target kept for that, in the network's new
+    precision and on its new device.
 
     Shape:
         - pred: (N, C, H, W) with the target's C, H, W; N equal to the target's
@@ -236,7 +239,19 @@ class TOPIQTarget:
 
     def __init__(self, loss: TOPIQLoss, target: torch.Tensor) -> None:
         self.loss = loss
-        self.target = topiq_fr_target_features(target, net=loss.net, input_range=loss.input_range)
+        self._features = topiq_fr_target_features(target, net=loss.net, input_range=loss.input_range)
+        self._image = target.detach().clone()
+
+    @property
+    def target(self) -> TargetFeatures:
+        """The target's features, in the loss network's current dtype and device."""
+        net = self.loss.net
+        held = self._features.features[0]
+        if held.dtype != net.h_emb.dtype or held.device != net.h_emb.device:
+            self._features = topiq_fr_target_features(
+                self._image.to(net.h_emb.device), net=net, input_range=self.loss.input_range
+            )
+        return self._features
 
     def __call__(self, pred: torch.Tensor) -> torch.Tensor:
         return cast(torch.Tensor, self.loss(pred, self.target))

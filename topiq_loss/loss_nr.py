@@ -68,7 +68,8 @@ class TOPIQNRLoss(FrozenNetworkLoss):
         check_values: NaN/inf and range checks with one host sync per call (default);
             ``False`` makes none.
         keep_in_state_dict: register the network as a submodule.
-        net: a :class:`CFANetNR` to use instead of loading ``weights``.
+        net: a :class:`CFANetNR` to use instead of loading ``weights``; frozen in place
+            (its tensors become buffers).
         cache_dir: where official weights are cached.
         progress: show a download progress bar.
 
@@ -106,6 +107,7 @@ class TOPIQNRLoss(FrozenNetworkLoss):
         progress: bool = True,
     ) -> None:
         objective = check_objective(objective)
+        resize = _checks.check_resize(resize, auto=True)  # before a network is built
         entry = None
         if net is None:
             built, entry = load_network_of_kinds(weights, ("nr", "iaa"), cache_dir=cache_dir, progress=progress)

@@ -43,7 +43,9 @@ def _prepare(
             x = x.expand(-1, 3, -1, -1)
         if (low, high) != (-1.0, 1.0):
             x = (x - low) * (2.0 / (high - low)) - 1.0
-        return x.to(net.dtype)
+        # One memory format for both images, as for TOPIQ (functional.to_unit_rgb):
+        # exactly 0 at the target whatever format each image came in.
+        return x.to(dtype=net.dtype, memory_format=torch.contiguous_format)
 
     return convert(pred), convert(target)
 
@@ -77,7 +79,8 @@ class LPIPSLoss(FrozenHolder):
         keep_in_state_dict: register the network as a submodule (saved in ``state_dict``).
         progress: torchvision's download progress bar.
         network: an :class:`~topiq_loss.lpips_nets.LPIPSNetwork` to use instead of loading
-            ``net``/``weights`` (shared, e.g. between LPIPS and LPIPS+).
+            ``net``/``weights`` (shared, e.g. between LPIPS and LPIPS+); frozen in place
+            (its tensors become buffers).
         robust: score each pair under a random transform applied identically to both
             images (the ensemble of :class:`~topiq_loss.TOPIQLoss`'s robust mode):
             ``True``, or a :class:`~topiq_loss.RandomTransforms` (transforms, samples

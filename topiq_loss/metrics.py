@@ -1,17 +1,18 @@
 """TOPIQ as a ``torchmetrics.Metric``: the mean quality over a dataset, DDP-ready.
 
 Needs the ``metrics`` extra (``pip install topiq-loss[metrics]``). The frozen network
-is built once per metric and held as a plain attribute: it is never in the metric's
-``state_dict``, never a parameter, and ``.to()`` / ``.cuda()`` move it with the
-states. The states are sums (of scores, of squared scores, and a count), reduced by
+is held as a plain attribute: it is never in the metric's ``state_dict``, never a
+parameter, and follows ``.to()`` / ``.cuda()`` with the states. Metrics with the same
+weights on one device share one network (see :mod:`topiq_loss.shared_networks`). The states are sums (of scores, of squared scores, and a count), reduced by
 sum across processes, so ``compute()`` on any number of ranks gives the mean over the
 whole data; per-image scores are kept only when asked for.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any, Literal
 
 import torch
@@ -29,6 +30,7 @@ from .cfanet_nr import CFANetNR
 from .frozen import FrozenNetworkLoss
 from .loss import TOPIQLoss
 from .loss_nr import TOPIQNRLoss
+from .shared_networks import network_on_device, shared_fr_loss, shared_nr_loss
 from .weights import DEFAULT_NR_WEIGHTS, DEFAULT_WEIGHTS
 
 __all__ = ["TOPIQMetric", "TOPIQNRMetric"]
@@ -47,7 +49,11 @@ class _ScoreMetric(Metric):
     scores: list[torch.Tensor]
 
     def __init__(
-        self, build: Callable[[], FrozenNetworkLoss], return_std: bool, return_per_image: bool, **kwargs: Any
+        self,
+        build: Callable[[], tuple[FrozenNetworkLoss, Hashable | None]],
+        return_std: bool,
+        return_per_image: bool,
+        **kwargs: Any,
     ) -> None:
         # Options first: a typo should not cost a network build (or a download).
         return_std = _checks.check_bool(return_std, "return_std")
@@ -63,18 +69,48 @@ class _ScoreMetric(Metric):
         if self.return_per_image:
             self.add_state("scores", default=[], dist_reduce_fx="cat")
         # A plain attribute, as in FrozenNetworkLoss: no state_dict entry, no parameters.
-        self.__dict__["_frozen"] = (build(),)
+        loss, key = build()
+        self.__dict__["_frozen"] = (loss,)
+        #: The shared network's cache key (None: a given or random network, not shared).
+        self._network_key = key
 
     @property
     def loss(self) -> Any:
         """The frozen TOPIQ loss module whose ``score`` this metric averages."""
         return self.__dict__["_frozen"][0]
 
+    def _follow(self, device: torch.device) -> None:
+        """Hold the network on ``device``: the shared one there (a shared network is never
+        moved, other metrics hold it), or a given one moved."""
+        loss = self.loss
+        net = network_on_device(self._network_key, loss.net, device)
+        if net is not loss.net:
+            loss._hold(net, loss.keep_in_state_dict)
+
     def _apply(self, fn: Callable[..., Any], exclude_state: Any = "") -> Any:
         this = super()._apply(fn, exclude_state)
         # Follow the states' device only: the network stays float32 whatever set_dtype does.
-        self.loss.to(self.device)
+        self._follow(self.device)
         return this
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        # An unpickled metric (a spawned worker) joins the process's shared networks.
+        self._follow(self.loss.net.h_emb.device)
+
+    def _wrap_compute(self, compute: Callable[..., Any]) -> Callable[..., Any]:
+        wrapped = super()._wrap_compute(compute)
+
+        # torchmetrics squeezes every one-element tensor of the result to 0-d; per_image is
+        # (N,) for every N, one image included.
+        @functools.wraps(wrapped)
+        def keep_per_image(*args: Any, **kwargs: Any) -> Any:
+            out = wrapped(*args, **kwargs)
+            if isinstance(out, dict) and "per_image" in out:
+                out["per_image"] = out["per_image"].reshape(-1)
+            return out
+
+        return keep_per_image
 
     def _add(self, scores: torch.Tensor) -> None:
         s = scores.detach().to(device=self.score_sum.device, dtype=torch.float64)
@@ -142,8 +178,10 @@ class TOPIQMetric(_ScoreMetric):
         progress: bool = True,
         **kwargs: Any,
     ) -> None:
-        def build() -> TOPIQLoss:
-            return TOPIQLoss(weights=weights, input_range=input_range, net=net, cache_dir=cache_dir, progress=progress)
+        def build() -> tuple[TOPIQLoss, Hashable | None]:
+            if net is not None:
+                return TOPIQLoss(net=net, input_range=input_range), None
+            return shared_fr_loss(weights, input_range=input_range, cache_dir=cache_dir, progress=progress)
 
         super().__init__(build, return_std, return_per_image, **kwargs)
 
@@ -188,10 +226,13 @@ class TOPIQNRMetric(_ScoreMetric):
         progress: bool = True,
         **kwargs: Any,
     ) -> None:
-        def build() -> TOPIQNRLoss:
-            return TOPIQNRLoss(
-                weights=weights, input_range=input_range, resize=resize, net=net, cache_dir=cache_dir,
-                progress=progress,
+        _checks.check_resize(resize, auto=True)  # before a network is built
+
+        def build() -> tuple[TOPIQNRLoss, Hashable | None]:
+            if net is not None:
+                return TOPIQNRLoss(net=net, input_range=input_range, resize=resize), None
+            return shared_nr_loss(
+                weights, input_range=input_range, resize=resize, cache_dir=cache_dir, progress=progress
             )
 
         super().__init__(build, return_std, return_per_image, **kwargs)

@@ -17,6 +17,7 @@ from .. import _checks
 from ..loss import TOPIQLoss
 from ..loss_nr import TOPIQNRLoss
 from ..lpips_loss import LPIPSPlusLoss
+from ..shared_networks import shared_fr_loss, shared_nr_loss
 from ..weights import RANDOM, is_random
 
 __all__ = ["LPIPSPlusPlug", "as_float32", "cached_fr", "cached_nr", "metric_device", "numpy_image", "score_fr", "score_nr", "upsample_to_min"]
@@ -82,18 +83,20 @@ def metric_device(device: Any = None) -> torch.device:
     return torch.device(device)
 
 
-# One frozen network per (weights, device[, resize]) and process: validation loops
-# call a metric per image, and rebuilding ResNet50 each time costs seconds.
+# One frozen network per (weights, device) and process: validation loops call a metric
+# per image, and rebuilding ResNet50 each time costs seconds. The cached losses keep
+# their networks alive; the networks are the ones TOPIQMetric / TOPIQNRMetric share
+# (topiq_loss.shared_networks), so a plug and a metric in one process hold one network.
 @functools.lru_cache(maxsize=4)
 def cached_fr(weights: str, device: torch.device) -> TOPIQLoss:
     """The process's TOPIQ-FR loss for ``weights`` on ``device``."""
-    return TOPIQLoss(weights=weights).to(device)
+    return shared_fr_loss(weights, device)[0]
 
 
 @functools.lru_cache(maxsize=4)
 def cached_nr(weights: str, device: torch.device, resize: Any = "auto") -> TOPIQNRLoss:
     """The process's TOPIQ-NR loss for ``weights`` on ``device``."""
-    return TOPIQNRLoss(weights=weights, resize=resize).to(device)
+    return shared_nr_loss(weights, device, resize=resize)[0]
 
 
 def _key(weights: str | os.PathLike[str] | None) -> str:
