@@ -308,3 +308,18 @@ def test_offline_and_missing_package_errors_name_the_way_out(monkeypatch):
     monkeypatch.setattr(lpips_nets, "LPIPS_PACKAGE", "lpips_not_installed_here")
     with pytest.raises(WeightsError, match=r"pip install lpips.*weights=.*from_lpips"):
         LPIPSPlusLoss(net="alex")
+
+
+@pytest.mark.parametrize("scale", [3e38, -3e38])
+@pytest.mark.parametrize("call", ["forward", "spatial_map", "robust"])
+def test_an_overflowing_distance_is_refused_like_topiq(alex, scale, call):
+    """0.4: finite inputs of a huge scale gave a NaN distance (TOPIQ refused the same)."""
+    robust = RandomTransforms(samples=2, generator=torch.Generator().manual_seed(0)) if call == "robust" else False
+    loss = LPIPSPlusLoss.from_lpips(alex, robust=robust)
+    x = smooth_images(1, 32, 32, seed=40)
+    big = torch.full_like(x, scale)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # far out of range warns first
+        with pytest.raises(ValueError, match="`pred` and `target` gave a non-finite LPIPS distance"):
+            loss.spatial_map(big, x) if call == "spatial_map" else loss(big, x)
+    assert torch.isfinite(loss(x, x.flip(-1)))  # an ordinary pair still scores

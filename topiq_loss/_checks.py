@@ -140,6 +140,7 @@ def check_values(
     score_names: str = "",
     input_range: tuple[float, float] = (0.0, 1.0),
     owner: object | None = None,
+    what: str = "TOPIQ score",
 ) -> None:
     """Every value check of one call, read with a single host sync.
 
@@ -161,7 +162,7 @@ def check_values(
             check_finite(x, name)  # counts the bad values (error path only)
     if score is not None and read[-1] == 0:
         raise ValueError(
-            f"{score_names} gave a non-finite TOPIQ score ({score.detach().flatten()[:4].tolist()}): "
+            f"{score_names} gave a non-finite {what} ({score.detach().flatten()[:4].tolist()}): "
             f"the values overflow inside the network; check their scale"
         )
     if owner is not None:

@@ -170,6 +170,9 @@ class FrozenHolder(nn.Module):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)  # type: ignore[no-untyped-call]
+        # An object pickled before its network was frozen this way (0.4 held it as
+        # Parameters) comes back frozen too: unpickling goes through the same freeze.
+        freeze_network(self.net)
         if getattr(self, "own_generator", False):
             # Each unpickled copy (a spawned DDP rank, a dataloader worker) draws its own
             # transforms; a user's seeded generator is kept as given.

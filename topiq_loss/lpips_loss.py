@@ -34,8 +34,11 @@ _Loss = TypeVar("_Loss", bound="LPIPSLoss")
 def _prepare(
     pred: torch.Tensor, target: torch.Tensor, net: LPIPSNetwork, input_range: tuple[float, float]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Checked images as RGB in [-1, 1] (LPIPS' convention), in the network's dtype."""
-    pred, target = _checks.check_pair(pred, target, device=net.device, input_range=input_range, owner=net)
+    """Checked images as RGB in [-1, 1] (LPIPS' convention), in the network's dtype.
+
+    Their values are read later, with the distance, by :func:`_check_values`: one host
+    sync per call, as for TOPIQ."""
+    pred, target = _checks.check_pair(pred, target, device=net.device, values=False)
     low, high = input_range
 
     def convert(x: torch.Tensor) -> torch.Tensor:
@@ -48,6 +51,19 @@ def _prepare(
         return x.to(dtype=net.dtype, memory_format=torch.contiguous_format)
 
     return convert(pred), convert(target)
+
+
+def _check_values(
+    pred: torch.Tensor, target: torch.Tensor, distance: torch.Tensor, owner: LPIPSLoss
+) -> torch.Tensor:
+    """The inputs' and the distance's values, in one host sync: NaN/inf inputs and a
+    non-finite distance (finite inputs so large that the features overflow) are refused,
+    as TOPIQ refuses them; far out-of-range inputs warn once per network."""
+    _checks.check_values(
+        [(pred, "pred"), (target, "target")], distance, "`pred` and `target`", owner.input_range,
+        owner=owner.net, what="LPIPS distance",
+    )
+    return distance
 
 
 def _unit(f: torch.Tensor) -> torch.Tensor:
@@ -159,6 +175,12 @@ class LPIPSLoss(FrozenHolder):
     def layer_maps(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per-layer distance maps ``S_m`` (N, 1, h_m, w_m) and pooling weights of the same
         sizes (the resized target activations; ones for plain LPIPS), float32 or wider."""
+        maps, weights = self._layer_maps(pred, target)
+        _checks.check_values([(pred, "pred"), (target, "target")], input_range=self.input_range, owner=self.net)
+        return maps, weights
+
+    def _layer_maps(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        # values unread: the caller reads them once, with what it computes from the maps
         net = self.net
         p, t = _prepare(pred, target, net, self.input_range)
         if t.requires_grad:  # one backbone pass over both
@@ -190,7 +212,7 @@ class LPIPSLoss(FrozenHolder):
         return maps, weights
 
     def _distance(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        maps, weights = self.layer_maps(pred, target)
+        maps, weights = self._layer_maps(pred, target)
         total = torch.zeros(len(pred), dtype=maps[0].dtype, device=maps[0].device)
         for s, w in zip(maps, weights, strict=True):
             total = total + (s * w).sum((1, 2, 3)) / w.sum((1, 2, 3))
@@ -203,9 +225,9 @@ class LPIPSLoss(FrozenHolder):
         applied identically to both images.
         """
         if self.robust:
-            _checks.check_pair(pred, target)  # before any transform touches them
-            return self._ensemble(self._distance, pred, target)
-        return self._distance(pred, target)
+            _checks.check_pair(pred, target, values=False)  # before any transform touches them
+            return _check_values(pred, target, self._ensemble(self._distance, pred, target), self)
+        return _check_values(pred, target, self._distance(pred, target), self)
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Loss of ``pred`` (N, C, H, W) against ``target``; gradients flow to ``pred``
@@ -217,12 +239,12 @@ class LPIPSLoss(FrozenHolder):
         bilinearly upsampled to the input size (for plain LPIPS, ``lpips.LPIPS(spatial=True)``'s
         map). Its spatial mean is close to :meth:`score` (equal before upsampling). Robust mode
         does not apply here."""
-        maps, weights = self.layer_maps(pred, target)
+        maps, weights = self._layer_maps(pred, target)
         size = (int(pred.shape[-2]), int(pred.shape[-1]))
         out = torch.zeros((len(pred), 1) + size, dtype=maps[0].dtype, device=maps[0].device)
         for s, w in zip(maps, weights, strict=True):
             out = out + F.interpolate(s * w / w.mean((1, 2, 3), keepdim=True), size=size, mode="bilinear", align_corners=False)
-        return out
+        return _check_values(pred, target, out, self)
 
 
 class LPIPSPlusLoss(LPIPSLoss):
