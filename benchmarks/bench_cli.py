@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _write_pairs(folder: Path, pairs: int, size: int) -> tuple[Path, Path]:
-    from topiq_loss.images import to_pil
+    from topiq_loss.cli.images import to_pil
 
     dist, ref = folder / "dist", folder / "ref"
     dist.mkdir()
@@ -57,7 +57,7 @@ def _run(args: list[str], threads: int) -> tuple[float, float]:
         env["OMP_NUM_THREADS"] = str(threads)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "topiq_loss.cli", *args], check=True, env=env,
+    subprocess.run([sys.executable, "-m", "topiq_loss.cli.app", *args], check=True, env=env,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)

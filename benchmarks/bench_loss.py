@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from topiq_loss import CFANetFR, TOPIQLoss  # noqa: E402
-from topiq_loss.backbone import ResNet50Features  # noqa: E402
+from topiq_loss.models.backbone import ResNet50Features  # noqa: E402
 
 #: Shapes of the backbone's parameters (see saved_bytes).
 WEIGHT_SHAPES = {tuple(p.shape) for p in ResNet50Features().parameters()}

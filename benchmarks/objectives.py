@@ -52,8 +52,8 @@ sys.path.insert(0, str(ROOT / "examples"))
 import _common as C  # noqa: E402
 
 from topiq_loss import CFANetFR, RandomTransforms, TOPIQLoss, pixel_loss  # noqa: E402
-from topiq_loss.functional import prepare_pair  # noqa: E402
-from topiq_loss.objectives import anchored_penalty  # noqa: E402
+from topiq_loss.functional.fr import prepare_pair  # noqa: E402
+from topiq_loss.functional.objectives import anchored_penalty  # noqa: E402
 
 PHOTOS = ("astronaut", "chelsea", "coffee")
 LAMBDAS = (0.01, 0.1, 1.0)

@@ -16,8 +16,8 @@ import torch
 from tqdm import tqdm
 
 from topiq_loss import WEIGHTS, TOPIQLoss
-from topiq_loss.cli import add_weights_option, weights_arg
-from topiq_loss.weights import DEFAULT_NR_WEIGHTS, NR_WEIGHTS
+from topiq_loss.cli.app import add_weights_option, weights_arg
+from topiq_loss.weights.registry import DEFAULT_NR_WEIGHTS, NR_WEIGHTS
 
 TRAIN_PHOTOS = ("astronaut", "coffee", "rocket")
 TEST_PHOTO = "chelsea"  # held out: the cat is never seen in training

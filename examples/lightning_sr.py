@@ -24,7 +24,7 @@ import _common as C  # noqa: E402
 from train_sr import TinySR, downscale  # noqa: E402
 
 from topiq_loss import SRLoss  # noqa: E402
-from topiq_loss.cli import add_weights_option  # noqa: E402
+from topiq_loss.cli.app import add_weights_option  # noqa: E402
 
 try:
     import lightning as L

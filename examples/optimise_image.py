@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 from topiq_loss import RandomTransforms, TOPIQLoss, pixel_loss  # noqa: E402
-from topiq_loss.cli import read_image, to_pil  # noqa: E402
+from topiq_loss.cli.app import read_image, to_pil  # noqa: E402
 
 
 def degrade(ref: torch.Tensor, seed: int) -> torch.Tensor:

@@ -117,7 +117,7 @@ def server():
 @pytest.fixture()
 def fresh_hub_state(monkeypatch):
     """Act as a new process for the hub: nothing verified yet, no mirror set."""
-    import topiq_loss.hub as hub
+    import topiq_loss.weights.hub as hub
 
     monkeypatch.setattr(hub, "_verified", {})
     monkeypatch.delenv(hub.MIRROR_ENV, raising=False)

@@ -62,7 +62,7 @@ def main() -> None:
     sys.path.insert(0, tests)
     from weights_server import entry_for
 
-    import topiq_loss.weights as w
+    import topiq_loss.weights.registry as w
 
     w.WEIGHTS["kadid"] = entry_for(name, url)  # the default weights, from the local server
     torch.set_num_threads(1)

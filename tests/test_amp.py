@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from conftest import distort, smooth_images
 
 from topiq_loss import TOPIQLoss
-from topiq_loss.layers import feature_distance
+from topiq_loss.models.layers import feature_distance
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -13,8 +13,8 @@ import torch
 from conftest import distort, smooth_images
 from PIL import Image
 
-import topiq_loss.cli_score as cli_score
-from topiq_loss.cli import main, read_image, to_pil
+import topiq_loss.cli.scorer as cli_scorer
+from topiq_loss.cli.app import main, read_image, to_pil
 
 
 def _write_png(path, img):
@@ -31,7 +31,7 @@ def patch_losses(monkeypatch, net, weights_file) -> None:
     (CFANet builds take seconds on CI's two cores; the tests only read them)."""
     from topiq_loss import TOPIQLoss
 
-    real = cli_score.new_loss
+    real = cli_scorer.new_loss
 
     def new_loss(reference, weights, cache_dir):
         if reference and weights == str(weights_file):
@@ -40,7 +40,7 @@ def patch_losses(monkeypatch, net, weights_file) -> None:
             _BUILT[reference, weights] = real(reference, weights, cache_dir)
         return _BUILT[reference, weights]
 
-    monkeypatch.setattr(cli_score, "new_loss", new_loss)
+    monkeypatch.setattr(cli_scorer, "new_loss", new_loss)
 
 
 @pytest.fixture()
@@ -92,7 +92,7 @@ def test_random_weights_are_marked_meaningless(pair, cached_losses, capsys):
 
 
 def test_offline_error_suggests_the_cli_flag(pair, tmp_path, monkeypatch, fresh_hub_state, capsys):
-    import topiq_loss.weights as w
+    import topiq_loss.weights.registry as w
 
     unreachable = dataclasses.replace(w.WEIGHTS["kadid"], urls=("http://127.0.0.1:9/cfanet.pth",))
     monkeypatch.setitem(w.WEIGHTS, "kadid", unreachable)

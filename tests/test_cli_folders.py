@@ -12,8 +12,8 @@ from conftest import distort, smooth_images
 from PIL import Image
 from test_cli import patch_losses
 
-from topiq_loss.cli import main, to_pil
-from topiq_loss.cli_folders import PIXEL_BUDGET, batches, pair_by_stem
+from topiq_loss.cli.app import main, to_pil
+from topiq_loss.cli.folders import PIXEL_BUDGET, batches, pair_by_stem
 
 
 @pytest.fixture()

@@ -19,10 +19,10 @@ import pytest
 from conftest import distort, smooth_images
 from test_cli import patch_losses
 
-import topiq_loss.cli_score as cli_score
-from topiq_loss.cli import main, to_pil
-from topiq_loss.cli_outputs import check_outputs
-from topiq_loss.cli_report import Report, Row
+import topiq_loss.cli.scorer as cli_scorer
+from topiq_loss.cli.app import main, to_pil
+from topiq_loss.cli.outputs import check_outputs
+from topiq_loss.cli.report import Report, Row
 
 
 @pytest.fixture()
@@ -32,8 +32,8 @@ def no_network(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a network was built before the outputs were checked")
 
-    monkeypatch.setattr(cli_score, "new_loss", refuse)
-    monkeypatch.setattr(cli_score, "new_lpips_plus", refuse)
+    monkeypatch.setattr(cli_scorer, "new_loss", refuse)
+    monkeypatch.setattr(cli_scorer, "new_lpips_plus", refuse)
 
 
 @pytest.fixture()
@@ -168,7 +168,7 @@ def test_two_outputs_that_are_one_file_are_refused(folders, tmp_path, no_network
 
 
 def test_the_weights_file_a_run_reads_is_an_input(folders, tmp_path, weights_file, no_network, capsys):
-    from topiq_loss.weights import REGISTRY
+    from topiq_loss.weights.registry import REGISTRY
 
     dist, ref = folders
     mine = tmp_path / "mine.pth"

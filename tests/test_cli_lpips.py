@@ -13,9 +13,9 @@ import pytest
 import torch
 from conftest import distort, smooth_images
 
-import topiq_loss.cli_score as cli_score
+import topiq_loss.cli.scorer as cli_scorer
 from topiq_loss import LPIPSPlusLoss
-from topiq_loss.cli import main, read_image, to_pil
+from topiq_loss.cli.app import main, read_image, to_pil
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def asked(monkeypatch, random_lpips_plus) -> list:
         seen.append(weights)
         return random_lpips_plus
 
-    monkeypatch.setattr(cli_score, "new_lpips_plus", new_lpips_plus)
+    monkeypatch.setattr(cli_scorer, "new_lpips_plus", new_lpips_plus)
     return seen
 
 

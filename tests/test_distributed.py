@@ -65,7 +65,7 @@ def test_two_process_ddp_equals_one_process_on_the_whole_batch(server, tmp_path,
     from ddp_worker import Generator
     from weights_server import entry_for
 
-    import topiq_loss.weights as w
+    import topiq_loss.weights.registry as w
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(w.WEIGHTS, "kadid", entry_for(name, server.url(name)))

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from conftest import distort, smooth_images
 
 from topiq_loss import CFANetFR, TOPIQLoss, topiq_fr, topiq_fr_loss, topiq_fr_target_features
-from topiq_loss.backbone import fold_batchnorm
+from topiq_loss.models.backbone import fold_batchnorm
 
 
 def _pair(seed: int = 0, n: int = 2, h: int = 48, w: int = 40):

@@ -17,9 +17,9 @@ import torch.nn as nn
 from conftest import distort, smooth_images
 
 from topiq_loss import CFANetFR, CFANetNR, LPIPSLoss, LPIPSPlusLoss, TOPIQLoss, TOPIQNRLoss
-from topiq_loss.lpips_nets import LPIPSNetwork
+from topiq_loss.models.lpips import LPIPSNetwork
 
-metrics = pytest.importorskip("torchmetrics") and pytest.importorskip("topiq_loss.metrics")
+metrics = pytest.importorskip("torchmetrics") and pytest.importorskip("topiq_loss.metrics.topiq")
 TOPIQMetric, TOPIQNRMetric = metrics.TOPIQMetric, metrics.TOPIQNRMetric
 
 
@@ -294,7 +294,7 @@ def test_with_target_follows_the_loss_precision(net, images, dtype):
 
 def test_stale_target_features_are_refused_with_the_dtypes(net, images):
     from topiq_loss import topiq_fr_target_features
-    from topiq_loss.functional import topiq_fr
+    from topiq_loss.functional.fr import topiq_fr
 
     pred, target = images
     own = copy.deepcopy(net)
@@ -309,7 +309,7 @@ def test_nets_are_plain_cfanets(nets):
 
 
 def test_a_moved_metric_takes_its_own_copy_and_an_unpickled_one_joins(weights_file, images):
-    from topiq_loss.shared_networks import network_on_device
+    from topiq_loss.losses.shared import network_on_device
 
     a, b = TOPIQMetric(weights=str(weights_file)), TOPIQMetric(weights=str(weights_file))
     shared = a.loss.net

@@ -21,13 +21,13 @@ import torch
 from conftest import distort, smooth_images
 from weights_server import ServedFile, checkpoint_bytes, entry_for, hash_named
 
-import topiq_loss.checkpoint as checkpoint
-import topiq_loss.download as download
-import topiq_loss.hub as hub
+import topiq_loss.weights.checkpoint as checkpoint
+import topiq_loss.weights.download as download
+import topiq_loss.weights.hub as hub
 from topiq_loss import SRLoss, TOPIQLoss, WeightsError, pixel_loss
-from topiq_loss.cli import main, read_image
-from topiq_loss.hub import download_weights, read_state_dict
-from topiq_loss.integrity import PINS_ENV, read_record, record_path
+from topiq_loss.cli.app import main, read_image
+from topiq_loss.weights.hub import download_weights, read_state_dict
+from topiq_loss.weights.integrity import PINS_ENV, read_record, record_path
 
 pytestmark = pytest.mark.usefixtures("fresh_hub_state")
 
@@ -117,7 +117,7 @@ def test_mirror_without_pin_warns_once(server, tmp_path, monkeypatch):
 
 
 def test_weights_command_lists_fetches_and_verifies(server, tmp_path, monkeypatch, capsys):
-    import topiq_loss.weights as w
+    import topiq_loss.weights.registry as w
 
     name, entry = _served(server)
     monkeypatch.setitem(w.WEIGHTS, "kadid", dataclasses.replace(entry, name="kadid"))

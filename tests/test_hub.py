@@ -6,9 +6,9 @@ import pytest
 import torch
 from weights_server import ServedFile, checkpoint_bytes, closed_port, entry_for, hash_named
 
-import topiq_loss.hub as hub
+import topiq_loss.weights.hub as hub
 from topiq_loss import TOPIQLoss, WeightsEntry, WeightsError, download_weights, read_state_dict
-from topiq_loss.weights import WEIGHTS
+from topiq_loss.weights.registry import WEIGHTS
 
 pytestmark = pytest.mark.usefixtures("fresh_hub_state")
 

@@ -13,13 +13,13 @@ import pytest
 import torch
 from weights_server import ServedFile, checkpoint_bytes, closed_port, entry_for, hash_named
 
-import topiq_loss.hub as hub
-import topiq_loss.integrity as integrity
+import topiq_loss.weights.hub as hub
+import topiq_loss.weights.integrity as integrity
 from topiq_loss import CFANetNR, TOPIQLoss, TOPIQNRLoss, WeightsError, download_weights
-from topiq_loss.cli import main
-from topiq_loss.hub import resolve_weights
-from topiq_loss.integrity import PINS_ENV, record_path, verify
-from topiq_loss.weights import NR_WEIGHTS, WEIGHTS
+from topiq_loss.cli.app import main
+from topiq_loss.weights.hub import resolve_weights
+from topiq_loss.weights.integrity import PINS_ENV, record_path, verify
+from topiq_loss.weights.registry import NR_WEIGHTS, WEIGHTS
 
 pytestmark = pytest.mark.usefixtures("fresh_hub_state")
 
@@ -198,7 +198,7 @@ def test_a_waiter_on_a_removed_lock_file_locks_the_new_one(tmp_path, monkeypatch
     notice and lock the file now at the path."""
     import fcntl
 
-    import topiq_loss.download as download
+    import topiq_loss.weights.download as download
 
     path = tmp_path / "f.pth.lock"
     real_flock, calls = fcntl.flock, []

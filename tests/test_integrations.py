@@ -24,10 +24,10 @@ import torch
 from conftest import distort, smooth_images
 
 from topiq_loss import TOPIQLoss, TOPIQNRLoss
+from topiq_loss.functional.objectives import anchored_penalty
 from topiq_loss.integrations import _common
 from topiq_loss.integrations import neosr as neosr_plug
 from topiq_loss.integrations import trainner_redux as redux
-from topiq_loss.objectives import anchored_penalty
 
 DOCS = Path(__file__).parents[1] / "docs" / "integrations.md"
 
@@ -305,7 +305,7 @@ def test_basicsr_end_to_end(tmp_path, weights_file):
     pytest.importorskip("cv2", reason="basicsr needs opencv")
     opt_file = _basicsr_yaml(tmp_path, weights_file)
     env = dict(os.environ, TOPIQ_LOSS_BASICSR_COMPAT="1", PYTHONPATH=str(Path(__file__).parents[1]))
-    cmd = [sys.executable, "-m", "topiq_loss.cli", "basicsr-train", "-opt", str(opt_file)]  # topiq-loss basicsr-train
+    cmd = [sys.executable, "-m", "topiq_loss.cli.app", "basicsr-train", "-opt", str(opt_file)]  # topiq-loss basicsr-train
     out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     log = out.stdout + out.stderr
     missing = re.search(r"ModuleNotFoundError: No module named '([^']+)'", log)

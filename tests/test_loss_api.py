@@ -7,7 +7,7 @@ import torch
 from conftest import distort, smooth_images
 
 from topiq_loss import CFANetFR, TOPIQLoss, topiq_fr, topiq_fr_loss
-from topiq_loss.objectives import anchored_penalty
+from topiq_loss.functional.objectives import anchored_penalty
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import torch
 from conftest import distort, smooth_images
 from pyiqa_lpips_oracle import load_pyiqa_lpips
 
-import topiq_loss.lpips_nets as lpips_nets
+import topiq_loss.weights.lpips as lpips_nets
 from topiq_loss import LPIPSLoss, LPIPSPlusLoss, RandomTransforms, WeightsError
 
 lpips = pytest.importorskip("lpips", reason="`pip install lpips` (the [lpips] extra) for the LPIPS tests")

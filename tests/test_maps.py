@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from topiq_loss import LEVELS, CFANetFR, TOPIQLoss, quality_maps, render_maps
-from topiq_loss.cli import main, to_pil
+from topiq_loss.cli.app import main, to_pil
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def test_map_command_writes_a_png(tmp_path, weights_file, capsys):
     printed = capsys.readouterr().out
     score = TOPIQLoss(weights=str(weights_file)).score
     with torch.no_grad():
-        from topiq_loss.cli import read_image
+        from topiq_loss.cli.app import read_image
 
         want = score(read_image(tmp_path / "d.png"), read_image(tmp_path / "r.png")).item()
     assert float(printed.split()[0]) == pytest.approx(want, abs=1e-6)

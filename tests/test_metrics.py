@@ -1,4 +1,4 @@
-"""topiq_loss.metrics: torchmetrics Metrics over TOPIQ-FR and TOPIQ-NR scores."""
+"""topiq_loss.metrics.topiq: torchmetrics Metrics over TOPIQ-FR and TOPIQ-NR scores."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from conftest import distort, smooth_images
 pytest.importorskip("torchmetrics", reason="`pip install topiq-loss[metrics]` to test the metrics")
 
 from topiq_loss import CFANetNR, TOPIQNRLoss
-from topiq_loss.metrics import TOPIQMetric, TOPIQNRMetric
+from topiq_loss.metrics.topiq import TOPIQMetric, TOPIQNRMetric
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +116,6 @@ def test_bad_input_is_named(net, pairs):
 
 def test_import_error_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "torchmetrics", None)  # import torchmetrics -> ImportError
-    monkeypatch.delitem(sys.modules, "topiq_loss.metrics")  # restored after the test
+    monkeypatch.delitem(sys.modules, "topiq_loss.metrics.topiq")  # restored after the test
     with pytest.raises(ImportError, match=re.escape("pip install topiq-loss[metrics]")):
-        importlib.import_module("topiq_loss.metrics")
+        importlib.import_module("topiq_loss.metrics.topiq")

@@ -23,8 +23,8 @@ from topiq_loss import (
     topiq_nr,
     topiq_nr_loss,
 )
-from topiq_loss.functional_nr import resize_short_side
-from topiq_loss.objectives import anchored_penalty
+from topiq_loss.functional.nr import resize_short_side
+from topiq_loss.functional.objectives import anchored_penalty
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference"
 LAYOUTS = {"quality": (CFANetNR, "cfanet_nr_state_dict_keys.txt"), "aesthetics": (CFANetNR.aesthetics, "cfanet_iaa_res50_state_dict_keys.txt")}
@@ -271,7 +271,7 @@ def test_nr_alone_in_an_sr_loss_needs_no_reference_network(nr_nets):
 
 
 def test_cli_scores_and_maps_one_image_without_reference(tmp_path, nr_files, nr_nets, weights_file, capsys):
-    from topiq_loss.cli import main, read_image, to_pil
+    from topiq_loss.cli.app import main, read_image, to_pil
 
     img = distort(smooth_images(1, 40, 56, seed=180), 181)
     to_pil(img).save(tmp_path / "x.png")

@@ -28,8 +28,8 @@ from topiq_loss import (
     topiq_fr_loss,
     topiq_nr_loss,
 )
+from topiq_loss.functional.objectives import ANCHOR_EPS, anchored_penalty
 from topiq_loss.integrations.basicsr import BasicSRTOPIQLoss
-from topiq_loss.objectives import ANCHOR_EPS, anchored_penalty
 
 
 @pytest.fixture(scope="module")

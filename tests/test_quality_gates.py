@@ -51,14 +51,14 @@ def test_package_ships_its_type_marker():
 
 
 MODULES = [
-    "topiq_loss.cfanet",
-    "topiq_loss.cfanet_nr",
-    "topiq_loss.loss",
-    "topiq_loss.loss_nr",
-    "topiq_loss.adapters",
-    "topiq_loss.gan",
-    "topiq_loss.robust",
-    "topiq_loss.integrity",
+    "topiq_loss.models.cfanet_fr",
+    "topiq_loss.models.cfanet_nr",
+    "topiq_loss.losses.fr",
+    "topiq_loss.losses.nr",
+    "topiq_loss.training.restoration",
+    "topiq_loss.training.gan",
+    "topiq_loss.functional.robust",
+    "topiq_loss.weights.integrity",
 ]
 
 

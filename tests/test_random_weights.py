@@ -23,9 +23,9 @@ from topiq_loss import (
     build_network,
     build_nr_network,
 )
-from topiq_loss.lpips_nets import build_lpips_network
-from topiq_loss.metrics import TOPIQMetric, TOPIQNRMetric
-from topiq_loss.weights import RANDOM, is_random
+from topiq_loss.metrics.topiq import TOPIQMetric, TOPIQNRMetric
+from topiq_loss.weights.lpips import build_lpips_network
+from topiq_loss.weights.registry import RANDOM, is_random
 
 
 def _quiet(build: Callable[[], object]) -> object:

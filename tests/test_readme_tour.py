@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import topiq_loss.networks as networks_mod
+import topiq_loss.weights.builder as networks_mod
 
 ROOT = Path(__file__).parents[1]
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import topiq_loss
-import topiq_loss.download as download_mod
-import topiq_loss.networks as networks_mod
+import topiq_loss.weights.builder as networks_mod
+import topiq_loss.weights.download as download_mod
 from topiq_loss import (
     NR_WEIGHTS,
     REGISTRY,
@@ -22,8 +22,8 @@ from topiq_loss import (
     build_nr_network,
     list_weights,
 )
-from topiq_loss.checkpoint import LAYOUTS
-from topiq_loss.weights import (
+from topiq_loss.weights.checkpoint import LAYOUTS
+from topiq_loss.weights.registry import (
     BUILD_BY_KIND,
     DEFAULT_NR_WEIGHTS,
     DEFAULT_WEIGHTS,

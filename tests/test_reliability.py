@@ -15,8 +15,8 @@ import pytest
 import torch
 from weights_server import ServedFile, entry_for, hash_named
 
-import topiq_loss.hub as hub
-import topiq_loss.integrity as integrity
+import topiq_loss.weights.hub as hub
+import topiq_loss.weights.integrity as integrity
 from topiq_loss import TOPIQLoss, WeightsError, download_weights, read_state_dict
 
 TESTS = Path(__file__).parent
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.usefixtures("fresh_hub_state")
 WORKER = textwrap.dedent(
     """
     import sys, torch
-    import topiq_loss.weights as w
+    import topiq_loss.weights.registry as w
     from topiq_loss import TOPIQLoss
     name, url = sys.argv[1], sys.argv[2]
     sys.path.insert(0, sys.argv[3])

@@ -9,7 +9,7 @@ import torch
 from conftest import distort, smooth_images
 
 from topiq_loss import CFANetNR, RandomTransforms, SRLoss, TOPIQLoss, TOPIQNRLoss, topiq_fr
-from topiq_loss.robust import _draw, _transform_one
+from topiq_loss.functional.robust import _draw, _transform_one
 
 NONE = RandomTransforms(max_shift=0, flips=False, transpose=False, downscale=False)
 

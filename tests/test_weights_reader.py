@@ -18,12 +18,12 @@ from conftest import distort, smooth_images
 from weights_server import ServedFile, checkpoint_bytes, closed_port, entry_for, hash_named
 
 import topiq_loss
-import topiq_loss.download as download
-import topiq_loss.lpips_nets as lpips_nets
+import topiq_loss.weights.download as download
+import topiq_loss.weights.lpips as lpips_nets
 from topiq_loss import LPIPSLoss, LPIPSPlusLoss, TOPIQLoss, TOPIQNRLoss, WeightsError, download_weights, read_state_dict
-from topiq_loss.cli import main
-from topiq_loss.integrity import PINS_ENV
-from topiq_loss.lpips_nets import LPIPSNetwork
+from topiq_loss.cli.app import main
+from topiq_loss.models.lpips import LPIPSNetwork
+from topiq_loss.weights.integrity import PINS_ENV
 
 PACKAGE = Path(topiq_loss.__file__).parent
 pytestmark = [
@@ -201,7 +201,7 @@ def test_the_package_has_exactly_one_torch_load():
         n += len(re.findall(r"\bpickle\s*\.\s*loads?\b|from\s+torch(\.serialization)?\s+import\s+[^\n]*\bload\b", text))
         if n:
             calls[path.relative_to(PACKAGE).as_posix()] = n
-    assert calls == {"weights_file.py": 1}
+    assert calls == {"weights/reader.py": 1}
 
 
 # ------------------------------------------------------------------ 7. impossible BatchNorm statistics
@@ -401,7 +401,7 @@ def test_every_environment_variable_is_read_by_the_one_helper():
         n = len(re.findall(r"os\.environ|getenv|os\.getenvb", text))
         if n:
             readers[path.relative_to(PACKAGE).as_posix()] = n
-    assert readers == {"_env.py": 1}
+    assert readers == {"weights/env.py": 1}
 
 
 def test_the_reader_keeps_the_dict_order(tmp_path):

@@ -3,7 +3,7 @@
 ``score``/``map`` with two images use TOPIQ-FR, with one image TOPIQ-NR; ``score``
 also takes folders. Errors print one line and exit with 2. The commands live in
 ``cli_score`` / ``cli_folders`` / ``cli_weights`` / ``cli_demo``, image files in
-:mod:`topiq_loss.images`; every path a command writes passes :mod:`topiq_loss.cli_outputs`
+:mod:`topiq_loss.cli.images`; every path a command writes passes :mod:`topiq_loss.cli.outputs`
 first. This module parses the arguments.
 """
 
@@ -14,11 +14,11 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 
-from .cli_report import FORMATS
-from .cli_score import DEFAULT, METRICS
-from .hub import WeightsError
+from ..weights.hub import WeightsError
+from ..weights.registry import DEFAULT_NR_WEIGHTS, DEFAULT_WEIGHTS, NR_WEIGHTS, WEIGHTS, list_weights
 from .images import read_image, to_pil
-from .weights import DEFAULT_NR_WEIGHTS, DEFAULT_WEIGHTS, NR_WEIGHTS, WEIGHTS, list_weights
+from .report import FORMATS
+from .scorer import DEFAULT, METRICS
 
 __all__ = ["add_weights_option", "main", "read_image", "to_pil", "weights_arg"]
 
@@ -152,22 +152,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["basicsr-train"]:
         # BasicSR parses its own options (-opt, --launcher, ...) from sys.argv.
-        from .integrations.basicsr import main as basicsr_main
+        from ..integrations.basicsr import main as basicsr_main
 
         basicsr_main(argv[1:])
         return 0
     args = _parser().parse_args(argv)
     try:
         if args.command == "demo":
-            from .cli_demo import demo
+            from .demo import demo
 
             demo(args.weights, args.size, args.device, args.cache_dir)
             return 0
         if args.command == "weights":
-            from .cli_weights import weights_command
+            from .weights import weights_command
 
             return weights_command(args)
-        from .cli_score import map_command, score_command
+        from .score import map_command, score_command
 
         return map_command(args) if args.command == "map" else score_command(args)
     except (OSError, RuntimeError, ValueError, TypeError, WeightsError) as exc:

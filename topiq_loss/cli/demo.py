@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from ..losses.fr import TOPIQLoss
 from .images import read_image, to_pil
-from .loss import TOPIQLoss
 
 __all__ = ["demo"]
 

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .cli_report import Report, Row
 from .images import display_name, image_files, oriented_size, read_image
+from .report import Report, Row
 
 if TYPE_CHECKING:
-    from .cli_score import Scorer
+    from .scorer import Scorer
 
 __all__ = ["batches", "check_same_size", "item_label", "naming", "pair_by_stem", "score_folders", "score_named"]
 

@@ -2,7 +2,7 @@
 
 Every score says what it is (``TOPIQ-FR (kadid) 0.8123, higher is better``); scores of
 random weights say they are meaningless; ``plain`` keeps the bare number scripts read.
-Names are made printable once, when a row is made (:func:`~topiq_loss.images.display_name`),
+Names are made printable once, when a row is made (:func:`~topiq_loss.cli.images.display_name`),
 so no writer can fail on a file name and lose the scores of a run.
 """
 
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from .cli_outputs import OutputFile
 from .images import display_name
+from .outputs import OutputFile
 
 __all__ = ["FORMATS", "FORMULA_LEADS", "Report", "Row", "csv_text"]
 

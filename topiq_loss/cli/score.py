@@ -2,106 +2,29 @@
 
 With REF the network is TOPIQ-FR, without it TOPIQ-NR; ``--metric lpips+`` scores the
 TOPIQ paper's LPIPS+ distance instead (REF needed). A folder as DIST scores every image in
-it (see :mod:`topiq_loss.cli_folders`).
+it (see :mod:`topiq_loss.cli.folders`).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .cli_folders import Item, batches, check_same_size, item_label, naming, pair_by_stem, score_folders, score_named
-from .cli_outputs import check_outputs
-from .cli_report import RANDOM, Format, Report, Row, unpaired_warning
-from .hub import default_cache_dir
+from ..functional.maps import render_maps
+from ..losses.fr import TOPIQLoss
+from ..losses.nr import TOPIQNRLoss
+from ..weights.hub import default_cache_dir
+from ..weights.registry import DEFAULT_NR_WEIGHTS, DEFAULT_WEIGHTS, REGISTRY
+from .folders import Item, batches, check_same_size, item_label, naming, pair_by_stem, score_folders, score_named
 from .images import display_name, image_files, read_image, save_image, writable_format
-from .loss import TOPIQLoss
-from .loss_nr import TOPIQNRLoss
-from .lpips_loss import LPIPSPlusLoss
-from .maps import render_maps
-from .weights import DEFAULT_NR_WEIGHTS, DEFAULT_WEIGHTS, NR_WEIGHTS, REGISTRY, WEIGHTS
+from .outputs import check_outputs
+from .report import Format, Row, unpaired_warning
+from .scorer import DEFAULT, Scorer
 
-__all__ = ["DEFAULT", "METRICS", "Scorer", "map_command", "new_lpips_plus", "new_loss", "score_command", "weights_files"]
-
-#: ``--weights`` default: kadid with a reference, koniq without (LPIPS+: its default weights).
-DEFAULT = "default"
-#: ``--metric`` choices of ``score``.
-METRICS = ("topiq", "lpips+")
-
-
-def new_loss(reference: bool, weights: str | None, cache_dir: str | None) -> TOPIQLoss | TOPIQNRLoss:
-    """The frozen loss whose ``score`` the commands report (tests substitute a cached one)."""
-    if reference:
-        return TOPIQLoss(weights=weights, cache_dir=cache_dir)
-    return TOPIQNRLoss(weights=weights, cache_dir=cache_dir)
-
-
-def new_lpips_plus(weights: str | None) -> LPIPSPlusLoss:
-    """The frozen LPIPS+ (AlexNet) whose distance ``--metric lpips+`` reports (tests substitute one)."""
-    return LPIPSPlusLoss(net="alex", weights=weights)
-
-
-@dataclass
-class Scorer:
-    """A frozen network built once, with the name its scores are reported under."""
-
-    loss: TOPIQLoss | TOPIQNRLoss | LPIPSPlusLoss
-    weights: str  # registry name, checkpoint file name, or "random"
-    device: str
-
-    @property
-    def metric(self) -> str:
-        if isinstance(self.loss, LPIPSPlusLoss):
-            return "LPIPS+"
-        return "TOPIQ-FR" if isinstance(self.loss, TOPIQLoss) else "TOPIQ-NR"
-
-    @classmethod
-    def build(
-        cls, weights: str | None, reference: bool, device: str, cache_dir: str | None, metric: str = "topiq"
-    ) -> Scorer:
-        """``weights`` as ``--weights`` gives it (None: random, ``"default"``: per kind).
-
-        ``metric="lpips+"`` needs ``reference``; its weights are ``"default"`` (downloaded
-        through torchvision's cache, so ``cache_dir`` does not apply), a path, or random.
-        """
-        if metric not in METRICS:
-            raise ValueError(f"`--metric` must be one of {METRICS}; got {metric!r}")
-        if metric == "lpips+":
-            if not reference:
-                raise ValueError("--metric lpips+ needs REF: LPIPS+ is a full-reference distance")
-            label = RANDOM if weights is None else weights if weights == DEFAULT else Path(weights).name
-        else:
-            registry = WEIGHTS if reference else NR_WEIGHTS
-            if weights == DEFAULT:
-                weights = DEFAULT_WEIGHTS if reference else DEFAULT_NR_WEIGHTS
-            label = RANDOM if weights is None else weights if weights in registry else Path(weights).name
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            loss = (new_lpips_plus(weights) if metric == "lpips+" else new_loss(reference, weights, cache_dir)).to(device)
-        # One plain line each (a bare ``plain`` score of random weights carries no other mark).
-        for w in caught:
-            print(f"topiq-loss: warning: {w.message}", file=sys.stderr)
-        return cls(loss, label, device)
-
-    def report(self, folder: bool) -> Report:
-        # TOPIQ reports a quality score; LPIPS+ a distance.
-        return Report(self.metric, self.weights, higher_is_better=not isinstance(self.loss, LPIPSPlusLoss), folder=folder)
-
-    @torch.no_grad()
-    def score(self, dist: torch.Tensor, ref: torch.Tensor | None) -> list[float]:
-        """Scores of a batch (N, 3, H, W) in [0, 1] (``ref`` the same shape, or None for NR)."""
-        if isinstance(self.loss, (TOPIQLoss, LPIPSPlusLoss)):
-            if ref is None:
-                raise ValueError(f"{self.metric} needs REF")
-            out = self.loss.score(dist.to(self.device), ref.to(self.device))
-        else:
-            out = self.loss.score(dist.to(self.device))
-        return [float(s) for s in out.double().cpu()]
+__all__ = ["map_command", "score_command", "weights_files"]
 
 
 def _format(args: argparse.Namespace) -> Format:

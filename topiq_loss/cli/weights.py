@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from .hub import default_cache_dir, download_weights
-from .integrity import digest_problem, expected, sha256_file
-from .weights import REGISTRY, WeightsEntry, list_weights
+from ..weights.hub import default_cache_dir, download_weights
+from ..weights.integrity import digest_problem, expected, sha256_file
+from ..weights.registry import REGISTRY, WeightsEntry, list_weights
 
 __all__ = ["weights_command"]
 

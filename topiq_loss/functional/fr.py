@@ -7,10 +7,10 @@ from typing import Literal
 
 import torch
 
-from . import _checks
-from .cfanet import CFANetFeatures, CFANetFR
+from .. import _checks
+from ..models.cfanet_fr import CFANetFeatures, CFANetFR
+from ..models.trunk import CFANetTrunk
 from .objectives import Objective, anchored_penalty, check_objective
-from .trunk import CFANetTrunk
 
 __all__ = [
     "prepare_pair",
@@ -201,7 +201,7 @@ def topiq_fr_loss(
 
     Args:
         objective: ``"anchored"`` (default): ``rho(score(t, t) - score(p, t))`` with the
-            Charbonnier penalty :func:`~topiq_loss.objectives.anchored_penalty`, 0 with a
+            Charbonnier penalty :func:`~topiq_loss.functional.objectives.anchored_penalty`, 0 with a
             zero gradient at ``pred == target`` and rising for a deficit *or* an
             overshoot. ``"score"``: ``1 - score(p, t)``, the published score as a loss
             (pyiqa's ``as_loss``); it is *not* minimised at the target, and descent on

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from .cfanet import CFANetFR
-from .functional import prepare_pair
-from .trunk import CFANetFeatures
+from ..models.cfanet_fr import CFANetFR
+from ..models.trunk import CFANetFeatures
+from .fr import prepare_pair
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage

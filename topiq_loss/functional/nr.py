@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import _checks
-from .cfanet_nr import CFANetNR
-from .functional import Reduction, reduce_loss, to_unit_rgb
+from .. import _checks
+from ..models.cfanet_nr import CFANetNR
+from ..models.trunk import CFANetFeatures
+from .fr import Reduction, reduce_loss, to_unit_rgb
 from .objectives import Objective, anchored_penalty, check_objective
-from .trunk import CFANetFeatures
 
 __all__ = ["prepare_image", "resize_short_side", "score_to_loss", "topiq_nr", "topiq_nr_features", "topiq_nr_loss"]
 
@@ -114,7 +114,7 @@ def topiq_nr_loss(
     Without ``target``: ``(best - score(img)) / (best - worst)``, for training without
     ground truth. With ``target`` (``objective="anchored"``, the default):
     ``rho((score(target) - score(img)) / (best - worst))``, the Charbonnier penalty of
-    :func:`~topiq_loss.objectives.anchored_penalty`: the restoration should look as
+    :func:`~topiq_loss.functional.objectives.anchored_penalty`: the restoration should look as
     natural as its ground truth, not "better" (the way no-reference losses hack their
     way into artifacts); 0 with a zero gradient at ``img == target``. Arguments not
     listed are those of :func:`topiq_nr`.

@@ -14,7 +14,7 @@ from typing import Literal
 
 import torch
 
-from . import _checks
+from .. import _checks
 
 __all__ = ["ANCHOR_EPS", "OBJECTIVES", "Objective", "anchored_penalty", "check_objective"]
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ._checks import MIN_SIZE, check_bool
+from .._checks import MIN_SIZE, check_bool
 
 __all__ = ["RandomTransforms", "ensemble_score", "private_generator"]
 

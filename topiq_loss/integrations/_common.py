@@ -14,11 +14,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import _checks
-from ..loss import TOPIQLoss
-from ..loss_nr import TOPIQNRLoss
-from ..lpips_loss import LPIPSPlusLoss
-from ..shared_networks import shared_fr_loss, shared_nr_loss
-from ..weights import RANDOM, is_random
+from ..losses.fr import TOPIQLoss
+from ..losses.lpips import LPIPSPlusLoss
+from ..losses.nr import TOPIQNRLoss
+from ..losses.shared import shared_fr_loss, shared_nr_loss
+from ..weights.registry import RANDOM, is_random
 
 __all__ = ["LPIPSPlusPlug", "as_float32", "cached_fr", "cached_nr", "metric_device", "numpy_image", "score_fr", "score_nr", "upsample_to_min"]
 
@@ -86,7 +86,7 @@ def metric_device(device: Any = None) -> torch.device:
 # One frozen network per (weights, device) and process: validation loops call a metric
 # per image, and rebuilding ResNet50 each time costs seconds. The cached losses keep
 # their networks alive; the networks are the ones TOPIQMetric / TOPIQNRMetric share
-# (topiq_loss.shared_networks), so a plug and a metric in one process hold one network.
+# (topiq_loss.losses.shared), so a plug and a metric in one process hold one network.
 @functools.lru_cache(maxsize=4)
 def cached_fr(weights: str, device: torch.device) -> TOPIQLoss:
     """The process's TOPIQ-FR loss for ``weights`` on ``device``."""

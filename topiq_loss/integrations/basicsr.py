@@ -28,12 +28,12 @@ import torch
 import torch.nn as nn
 
 from .. import _checks
-from .._env import env_value
-from ..functional import Reduction, reduce_loss
-from ..loss import TOPIQLoss
-from ..objectives import Objective, check_objective
-from ..robust import RandomTransforms
-from ..weights import DEFAULT_WEIGHTS
+from ..functional.fr import Reduction, reduce_loss
+from ..functional.objectives import Objective, check_objective
+from ..functional.robust import RandomTransforms
+from ..losses.fr import TOPIQLoss
+from ..weights.env import env_value
+from ..weights.registry import DEFAULT_WEIGHTS
 from ._common import LPIPSPlusPlug
 from .basicsr_metrics import calculate_topiq, calculate_topiq_nr
 

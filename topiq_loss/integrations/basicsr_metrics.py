@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import torch
 
-from ..weights import DEFAULT_NR_WEIGHTS, DEFAULT_WEIGHTS
+from ..weights.registry import DEFAULT_NR_WEIGHTS, DEFAULT_WEIGHTS
 from ._common import numpy_image, score_fr, score_nr
 
 __all__ = ["calculate_topiq", "calculate_topiq_nr"]

@@ -25,9 +25,9 @@ import torch
 import torch.nn as nn
 
 from .. import _checks
-from ..loss import TOPIQLoss as _TOPIQLoss
-from ..objectives import Objective, check_objective
-from ..weights import DEFAULT_NR_WEIGHTS, DEFAULT_WEIGHTS
+from ..functional.objectives import Objective, check_objective
+from ..losses.fr import TOPIQLoss as _TOPIQLoss
+from ..weights.registry import DEFAULT_NR_WEIGHTS, DEFAULT_WEIGHTS
 from ._common import LPIPSPlusPlug, as_float32, numpy_image, score_fr, score_nr, upsample_to_min
 
 __all__ = ["LPIPSPlusLoss", "TOPIQLoss", "calculate_topiq_metric", "calculate_topiq_nr_metric", "register"]

@@ -8,10 +8,8 @@ from typing import cast
 
 import torch
 
-from . import _checks
-from .cfanet import CFANetFeatures, CFANetFR
-from .frozen import FrozenNetworkLoss
-from .functional import (
+from .. import _checks
+from ..functional.fr import (
     Reduction,
     TargetFeatures,
     reduce_loss,
@@ -20,11 +18,13 @@ from .functional import (
     topiq_fr_loss,
     topiq_fr_target_features,
 )
-from .maps import QualityMaps, quality_maps
-from .networks import build_network
-from .objectives import Objective, check_objective
-from .robust import RandomTransforms
-from .weights import DEFAULT_WEIGHTS, is_random
+from ..functional.maps import QualityMaps, quality_maps
+from ..functional.objectives import Objective, check_objective
+from ..functional.robust import RandomTransforms
+from ..models.cfanet_fr import CFANetFeatures, CFANetFR
+from ..weights.builder import build_network
+from ..weights.registry import DEFAULT_WEIGHTS, is_random
+from .frozen import FrozenNetworkLoss
 
 __all__ = ["TOPIQLoss", "TOPIQTarget", "build_network"]
 
@@ -70,11 +70,11 @@ class TOPIQLoss(FrozenNetworkLoss):
         keep_in_state_dict: register the network as a submodule so its weights are
             saved in (and required by) the parent's ``state_dict``.
         net: a :class:`CFANetFR` to use instead of loading ``weights``; frozen in place
-            (its tensors become buffers, see :func:`~topiq_loss.holder.freeze_network`).
+            (its tensors become buffers, see :func:`~topiq_loss.losses.holder.freeze_network`).
         cache_dir: where official weights are cached (default torch.hub's).
         progress: show a download progress bar.
 
-    Settings of the network (see :class:`~topiq_loss.trunk.CFANetTrunk`), chainable:
+    Settings of the network (see :class:`~topiq_loss.models.trunk.CFANetTrunk`), chainable:
     ``TOPIQLoss().set_grad_checkpointing()`` (less memory, ~1 extra forward in
     backward), ``.set_backbone_autocast()`` (half-precision ResNet50 under autocast),
     and ``loss.net.semantic_model.set_fused(False)`` (the reference's unfolded

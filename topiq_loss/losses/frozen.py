@@ -2,78 +2,20 @@
 
 The network is a plain attribute by default, so a generator holding the loss has
 no extra parameters, state-dict entries or DDP buckets; ``.to()``/``.cuda()``/
-``.half()`` still reach it. Its fused backbone is built once here, after loading.
+``.half()`` still reach it. The network itself comes from
+:func:`topiq_loss.weights.builder.load_network`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import os
-import warnings
-from collections.abc import Callable, Mapping
 
-import torch
-import torch.nn as nn
-
-from . import _checks
-from .checkpoint import LAYOUTS
+from .. import _checks
+from ..functional.robust import RandomTransforms
+from ..models.trunk import CFANetTrunk
 from .holder import FrozenHolder
-from .hub import checkpoint_layout, load_state_dict_checked, resolve_weights
-from .robust import RandomTransforms
-from .trunk import CFANetTrunk
-from .weights import WeightsEntry, WeightsKindError
 
-__all__ = ["FrozenNetworkLoss", "load_network"]
-
-def load_network(
-    weights: str | os.PathLike[str] | None,
-    registry: Mapping[str, WeightsEntry],
-    default_build: Callable[[], nn.Module],
-    layout_builds: Mapping[str, Callable[[], nn.Module]],
-    cache_dir: str | os.PathLike[str] | None = None,
-    progress: bool = True,
-) -> tuple[CFANetTrunk, WeightsEntry | None]:
-    """A frozen network in eval mode with ``weights`` loaded, and its registry entry.
-
-    A registry name builds the entry's network; a file builds the network its
-    tensors describe (``layout_builds``, by :func:`~topiq_loss.hub.checkpoint_layout`);
-    ``None`` builds ``default_build`` with random weights (tests only; warns).
-
-    Raises:
-        WeightsKindError: the file is of a known layout not in ``layout_builds``.
-    """
-    state, source, entry = resolve_weights(weights, cache_dir=cache_dir, progress=progress, registry=registry)
-    if entry is not None:
-        build = entry.build
-    elif state is not None:
-        layout = checkpoint_layout(state)
-        if layout is not None and layout not in layout_builds:
-            # Refused before building a network that could not hold it.
-            raise WeightsKindError(
-                f"{source} is a {LAYOUTS[layout]} checkpoint, not a "
-                f"{' or '.join(LAYOUTS[k] for k in layout_builds)} one: its kind is {layout!r}, "
-                f"not {' or '.join(map(repr, layout_builds))}"
-            )
-        build = layout_builds.get(layout or "", default_build)
-    else:
-        build = default_build
-    # Under torch.device("meta") (deferred init of a large model), the loss's network
-    # would hold no values that to_empty() could bring back: build it for real.
-    with torch.device("cpu") if torch.empty(0).device.type == "meta" else contextlib.nullcontext():
-        net = build()
-    if state is None:
-        warnings.warn(
-            "TOPIQ network built with weights='random': RANDOM weights, scores are meaningless. "
-            "Use this for tests only.",
-            UserWarning,
-            stacklevel=4,
-        )
-    else:
-        load_state_dict_checked(net, state, source)
-    net.requires_grad_(False)
-    return net.eval(), entry  # type: ignore[return-value]
-
+__all__ = ["FrozenNetworkLoss"]
 
 class FrozenNetworkLoss(FrozenHolder):
     """Base of the TOPIQ loss modules: holds a frozen CFANet and the options common to all.
@@ -82,7 +24,7 @@ class FrozenNetworkLoss(FrozenHolder):
     check_values, keep_in_state_dict). Settings of the network itself (gradient
     checkpointing, backbone autocast, BatchNorm folding) live on the network; the loss
     forwards :meth:`set_grad_checkpointing` and :meth:`set_backbone_autocast` to it
-    (see :class:`~topiq_loss.holder.FrozenHolder`).
+    (see :class:`~topiq_loss.losses.holder.FrozenHolder`).
     """
 
     def __init__(

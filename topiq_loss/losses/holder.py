@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 import torch
 import torch.nn as nn
 
-from . import _checks
-from .robust import RandomTransforms, ensemble_score, private_generator
+from .. import _checks
+from ..functional.robust import RandomTransforms, ensemble_score, private_generator
 
 __all__ = ["FrozenHolder", "freeze_network", "keeping_values"]
 

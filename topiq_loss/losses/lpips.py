@@ -18,12 +18,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import _checks
-from .functional import Reduction, reduce_loss
+from .. import _checks
+from ..functional.fr import Reduction, reduce_loss
+from ..functional.robust import RandomTransforms
+from ..models.lpips import LPIPSNetwork
+from ..weights.lpips import build_lpips_network, lpips_network_from_module
+from ..weights.registry import is_random
 from .holder import FrozenHolder
-from .lpips_nets import LPIPSNetwork, build_lpips_network, lpips_network_from_module
-from .robust import RandomTransforms
-from .weights import is_random
 
 __all__ = ["LPIPSLoss", "LPIPSPlusLoss"]
 
@@ -94,7 +95,7 @@ class LPIPSLoss(FrozenHolder):
         input_range: (low, high) of pixel values: (0, 1) default, (-1, 1) for tanh outputs.
         keep_in_state_dict: register the network as a submodule (saved in ``state_dict``).
         progress: torchvision's download progress bar.
-        network: an :class:`~topiq_loss.lpips_nets.LPIPSNetwork` to use instead of loading
+        network: an :class:`~topiq_loss.models.lpips.LPIPSNetwork` to use instead of loading
             ``net``/``weights`` (shared, e.g. between LPIPS and LPIPS+); frozen in place
             (its tensors become buffers).
         robust: score each pair under a random transform applied identically to both
@@ -161,7 +162,7 @@ class LPIPSLoss(FrozenHolder):
 
     @property
     def net(self) -> LPIPSNetwork:
-        """The frozen :class:`~topiq_loss.lpips_nets.LPIPSNetwork`."""
+        """The frozen :class:`~topiq_loss.models.lpips.LPIPSNetwork`."""
         return cast(LPIPSNetwork, super().net)
 
     def extra_repr(self) -> str:

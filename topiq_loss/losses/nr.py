@@ -8,17 +8,17 @@ from typing import Literal, cast
 
 import torch
 
-from . import _checks
-from .cfanet_nr import CFANetNR
+from .. import _checks
+from ..functional.fr import Reduction, reduce_loss
+from ..functional.maps import QualityMaps, maps_from_features
+from ..functional.nr import topiq_nr, topiq_nr_features, topiq_nr_loss
+from ..functional.objectives import Objective, check_objective
+from ..functional.robust import RandomTransforms
+from ..models.cfanet_nr import CFANetNR
+from ..models.trunk import CFANetFeatures
+from ..weights.builder import build_network_of_kinds, load_network_of_kinds
+from ..weights.registry import DEFAULT_NR_WEIGHTS, is_random
 from .frozen import FrozenNetworkLoss
-from .functional import Reduction, reduce_loss
-from .functional_nr import topiq_nr, topiq_nr_features, topiq_nr_loss
-from .maps import QualityMaps, maps_from_features
-from .networks import build_network_of_kinds, load_network_of_kinds
-from .objectives import Objective, check_objective
-from .robust import RandomTransforms
-from .trunk import CFANetFeatures
-from .weights import DEFAULT_NR_WEIGHTS, is_random
 
 __all__ = ["TOPIQNRLoss", "build_nr_network"]
 

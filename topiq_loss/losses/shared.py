@@ -3,7 +3,7 @@
 The metrics and the framework plugs take their networks from here, so two
 ``TOPIQMetric``\\ s with the same weights on one device hold one ResNet50 between them
 (the integrations promise one network per process). Sharing is safe because a held
-network is frozen (its tensors are buffers, see :func:`~topiq_loss.holder.freeze_network`)
+network is frozen (its tensors are buffers, see :func:`~topiq_loss.losses.holder.freeze_network`)
 and nothing here mutates it: a metric moved to another device takes that device's
 network, it never moves the shared one. The cache holds networks weakly: one lives as
 long as something holds it. Random weights are never shared (each build is its own draw).
@@ -22,13 +22,13 @@ from typing import Any, Literal, TypeVar, cast
 import torch
 import torch.nn as nn
 
-from . import _checks
-from .cfanet_nr import CFANetNR
+from .. import _checks
+from ..models.cfanet_nr import CFANetNR
+from ..weights.builder import build_network, load_network_of_kinds
+from ..weights.registry import REGISTRY, WeightsEntry, is_random
+from .fr import TOPIQLoss
 from .holder import freeze_network
-from .loss import TOPIQLoss
-from .loss_nr import TOPIQNRLoss
-from .networks import build_network, load_network_of_kinds
-from .weights import REGISTRY, WeightsEntry, is_random
+from .nr import TOPIQNRLoss
 
 __all__ = ["network_on_device", "shared_fr_loss", "shared_network", "shared_nr_loss", "weights_identity"]
 

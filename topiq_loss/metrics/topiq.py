@@ -3,7 +3,7 @@
 Needs the ``metrics`` extra (``pip install topiq-loss[metrics]``). The frozen network
 is held as a plain attribute: it is never in the metric's ``state_dict``, never a
 parameter, and follows ``.to()`` / ``.cuda()`` with the states. Metrics with the same
-weights on one device share one network (see :mod:`topiq_loss.shared_networks`). The states are sums (of scores, of squared scores, and a count), reduced by
+weights on one device share one network (see :mod:`topiq_loss.losses.shared`). The states are sums (of scores, of squared scores, and a count), reduced by
 sum across processes, so ``compute()`` on any number of ranks gives the mean over the
 whole data; per-image scores are kept only when asked for.
 """
@@ -21,17 +21,17 @@ try:
     from torchmetrics import Metric
 except ImportError as exc:  # the extra is optional; say how to get it
     raise ImportError(
-        "topiq_loss.metrics needs torchmetrics: `pip install topiq-loss[metrics]` (or `pip install torchmetrics`)"
+        "topiq_loss.metrics.topiq needs torchmetrics: `pip install topiq-loss[metrics]` (or `pip install torchmetrics`)"
     ) from exc
 
-from . import _checks
-from .cfanet import CFANetFR
-from .cfanet_nr import CFANetNR
-from .frozen import FrozenNetworkLoss
-from .loss import TOPIQLoss
-from .loss_nr import TOPIQNRLoss
-from .shared_networks import network_on_device, shared_fr_loss, shared_nr_loss
-from .weights import DEFAULT_NR_WEIGHTS, DEFAULT_WEIGHTS
+from .. import _checks
+from ..losses.fr import TOPIQLoss
+from ..losses.frozen import FrozenNetworkLoss
+from ..losses.nr import TOPIQNRLoss
+from ..losses.shared import network_on_device, shared_fr_loss, shared_nr_loss
+from ..models.cfanet_fr import CFANetFR
+from ..models.cfanet_nr import CFANetNR
+from ..weights.registry import DEFAULT_NR_WEIGHTS, DEFAULT_WEIGHTS
 
 __all__ = ["TOPIQMetric", "TOPIQNRMetric"]
 

@@ -1,6 +1,6 @@
 """CFANet-NR: the no-reference TOPIQ network (the one-image front).
 
-Same backbone, attention stack and head as CFANet-FR (:class:`~topiq_loss.trunk.CFANetTrunk`);
+Same backbone, attention stack and head as CFANet-FR (:class:`~topiq_loss.models.trunk.CFANetTrunk`);
 per level a gated convolution replaces the two-image gated pooling. One class serves
 both official ResNet50 layouts: quality (KonIQ, SPAQ, FLIVE: ``dim=256, num_heads=4``,
 one output) and aesthetics (AVA: ``dim=512, num_heads=8``, a 10-way distribution whose

@@ -2,7 +2,7 @@
 
 ``nn.Module`` initialisers draw from the global generator. Every network this package
 builds (TOPIQ's through :func:`~topiq_loss.build_network`, LPIPS's in
-:class:`~topiq_loss.lpips_nets.LPIPSNetwork`) is constructed inside
+:class:`~topiq_loss.models.lpips.LPIPSNetwork`) is constructed inside
 :func:`seeded_init`: the global state is saved, seeded from the network's name, and
 restored afterwards. Random weights (``weights="random"``) are therefore the same for
 a given kind of network whatever was built, drawn or seeded before, and building a

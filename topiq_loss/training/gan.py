@@ -8,12 +8,12 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from . import _checks
-from .loss import TOPIQLoss
-from .loss_nr import TOPIQNRLoss
-from .lpips_loss import LPIPSLoss
+from .. import _checks
+from ..functional.objectives import Objective
+from ..losses.fr import TOPIQLoss
+from ..losses.lpips import LPIPSLoss
+from ..losses.nr import TOPIQNRLoss
 from .mixing import MixedLoss, PixelKind
-from .objectives import Objective
 
 __all__ = ["GeneratorLoss", "adversarial_d_loss", "adversarial_g_loss"]
 

@@ -2,7 +2,7 @@
 
 ``MixedLoss`` holds the terms (each a frozen loss module, shared or built here) and returns
 their unweighted per-sample parts and the weighted total, with the images' values checked
-once per call; :mod:`topiq_loss.adapters` and :mod:`topiq_loss.gan` choose what is compared.
+once per call; :mod:`topiq_loss.training.restoration` and :mod:`topiq_loss.training.gan` choose what is compared.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from typing import Any, Literal
 import torch
 import torch.nn as nn
 
-from . import _checks
-from .functional import Reduction, reduce_loss
-from .loss import TOPIQLoss
-from .loss_nr import TOPIQNRLoss
-from .lpips_loss import LPIPSLoss, LPIPSPlusLoss
-from .objectives import Objective, check_objective
-from .weights import DEFAULT_NR_WEIGHTS, is_random
+from .. import _checks
+from ..functional.fr import Reduction, reduce_loss
+from ..functional.objectives import Objective, check_objective
+from ..losses.fr import TOPIQLoss
+from ..losses.lpips import LPIPSLoss, LPIPSPlusLoss
+from ..losses.nr import TOPIQNRLoss
+from ..weights.registry import DEFAULT_NR_WEIGHTS, is_random
 
 __all__ = ["PIXEL_KINDS", "MixedLoss", "PixelKind", "pixel_loss"]
 

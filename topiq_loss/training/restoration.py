@@ -1,4 +1,4 @@
-"""Ready-made losses for restoration training: super-resolution and denoising (GANs: :mod:`topiq_loss.gan`).
+"""Ready-made losses for restoration training: super-resolution and denoising (GANs: :mod:`topiq_loss.training.gan`).
 
 Each adapter mixes a pixel term with the TOPIQ term by plain weights and exposes
 ``terms(...)`` (a dict of the unweighted parts, for logging) beside ``forward``.
@@ -13,13 +13,13 @@ from typing import Any, Literal
 
 import torch
 
-from . import _checks
-from .functional import Reduction
-from .loss import TOPIQLoss
-from .loss_nr import TOPIQNRLoss
-from .lpips_loss import LPIPSLoss
+from .. import _checks
+from ..functional.fr import Reduction
+from ..functional.objectives import Objective
+from ..losses.fr import TOPIQLoss
+from ..losses.lpips import LPIPSLoss
+from ..losses.nr import TOPIQNRLoss
 from .mixing import MixedLoss, PixelKind, pixel_loss
-from .objectives import Objective
 
 __all__ = ["DenoiseLoss", "SRLoss", "pixel_loss"]
 

@@ -6,16 +6,23 @@ checkpoint's tensors; a ``kind=`` given as well is checked against it.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final, Literal, TypeAlias, overload
 
-from .cfanet import CFANetFR
-from .cfanet_nr import CFANetNR
-from .frozen import load_network
-from .seeded_init import seeded_init
-from .weights import (
+import torch
+import torch.nn as nn
+
+from ..models.cfanet_fr import CFANetFR
+from ..models.cfanet_nr import CFANetNR
+from ..models.seeded_init import seeded_init
+from ..models.trunk import CFANetTrunk
+from .checkpoint import LAYOUTS
+from .hub import checkpoint_layout, load_state_dict_checked, resolve_weights
+from .registry import (
     BUILD_BY_KIND,
     DEFAULT_WEIGHTS_BY_KIND,
     KINDS,
@@ -27,7 +34,7 @@ from .weights import (
     check_kind,
 )
 
-__all__ = ["DEFAULT", "build_network", "build_network_of_kinds", "load_network_of_kinds"]
+__all__ = ["DEFAULT", "build_network", "build_network_of_kinds", "load_network", "load_network_of_kinds"]
 
 
 class _Default(enum.Enum):
@@ -44,6 +51,55 @@ DEFAULT: Final = _Default.DEFAULT
 
 
 WeightsArg: TypeAlias = str | os.PathLike[str] | None | _Default
+
+
+def load_network(
+    weights: str | os.PathLike[str] | None,
+    registry: Mapping[str, WeightsEntry],
+    default_build: Callable[[], nn.Module],
+    layout_builds: Mapping[str, Callable[[], nn.Module]],
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> tuple[CFANetTrunk, WeightsEntry | None]:
+    """A frozen network in eval mode with ``weights`` loaded, and its registry entry.
+
+    A registry name builds the entry's network; a file builds the network its
+    tensors describe (``layout_builds``, by :func:`~topiq_loss.weights.hub.checkpoint_layout`);
+    ``None`` builds ``default_build`` with random weights (tests only; warns).
+
+    Raises:
+        WeightsKindError: the file is of a known layout not in ``layout_builds``.
+    """
+    state, source, entry = resolve_weights(weights, cache_dir=cache_dir, progress=progress, registry=registry)
+    if entry is not None:
+        build = entry.build
+    elif state is not None:
+        layout = checkpoint_layout(state)
+        if layout is not None and layout not in layout_builds:
+            # Refused before building a network that could not hold it.
+            raise WeightsKindError(
+                f"{source} is a {LAYOUTS[layout]} checkpoint, not a "
+                f"{' or '.join(LAYOUTS[k] for k in layout_builds)} one: its kind is {layout!r}, "
+                f"not {' or '.join(map(repr, layout_builds))}"
+            )
+        build = layout_builds.get(layout or "", default_build)
+    else:
+        build = default_build
+    # Under torch.device("meta") (deferred init of a large model), the loss's network
+    # would hold no values that to_empty() could bring back: build it for real.
+    with torch.device("cpu") if torch.empty(0).device.type == "meta" else contextlib.nullcontext():
+        net = build()
+    if state is None:
+        warnings.warn(
+            "TOPIQ network built with weights='random': RANDOM weights, scores are meaningless. "
+            "Use this for tests only.",
+            UserWarning,
+            stacklevel=4,
+        )
+    else:
+        load_state_dict_checked(net, state, source)
+    net.requires_grad_(False)
+    return net.eval(), entry  # type: ignore[return-value]
 
 
 # A kind given by keyword says which class comes back (TOPIQLoss relies on it).
@@ -125,7 +181,7 @@ def load_network_of_kinds(
     """:func:`build_network_of_kinds` and the registry entry of the weights (None for a
     file of no official name, or random weights): the way every TOPIQ network is built.
 
-    The network is constructed under :func:`~topiq_loss.seeded_init.seeded_init`, seeded
+    The network is constructed under :func:`~topiq_loss.models.seeded_init.seeded_init`, seeded
     from ``kinds[0]`` (the kind random weights build): random weights are the same for
     a kind whatever ran before, and torch's global random stream is left as it was.
     """

@@ -1,4 +1,4 @@
-"""Checkpoint files: read (by :mod:`~topiq_loss.weights_file`), tell the layout, load strictly.
+"""Checkpoint files: read (by :mod:`~topiq_loss.weights.reader`), tell the layout, load strictly.
 
 The only module of the weights path that knows CFANet's key names.
 """
@@ -11,8 +11,8 @@ from collections.abc import Mapping
 import torch
 import torch.nn as nn
 
-from .weights import WeightsError
-from .weights_file import MAX_WEIGHTS_BYTES, read_weights_file
+from .reader import MAX_WEIGHTS_BYTES, read_weights_file
+from .registry import WeightsError
 
 __all__ = ["LAYOUTS", "MAX_CHECKPOINT_BYTES", "checkpoint_layout", "load_state_dict_checked", "read_state_dict"]
 
@@ -20,7 +20,7 @@ __all__ = ["LAYOUTS", "MAX_CHECKPOINT_BYTES", "checkpoint_layout", "load_state_d
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Tensors of a checkpoint file: its ``params`` dict, or the file's own dict.
 
-    Read by :func:`topiq_loss.weights_file.read_weights_file`, the reader of every
+    Read by :func:`topiq_loss.weights.reader.read_weights_file`, the reader of every
     weights file: pickled code is refused, every tensor is checked (finite, dense,
     floating point, BatchNorm variances >= 0).
 

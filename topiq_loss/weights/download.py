@@ -24,8 +24,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ._env import env_value
+from .._errors import DownloadError
 from ._files import new_file
+from .env import env_value
 
 __all__ = ["MIRROR_ENV", "DownloadError", "fetch", "lock", "mirror_url", "remove_partials"]
 
@@ -50,10 +51,6 @@ def _deadline_s(max_bytes: int) -> float:
 _LOCK_TIMEOUT_S = 1800.0
 _LOCK_POLL_S = 15.0
 _LOCK_RETRY_S = 0.05
-
-
-class DownloadError(RuntimeError):
-    """A download or its lock failed; the message says why (URLs without credentials)."""
 
 
 def mirror_url(filename: str) -> str | None:

@@ -1,10 +1,10 @@
 """Where ``weights=`` leads: the cache, the download of official files, the checks.
 
 Files go to ``<torch.hub.get_dir()>/checkpoints`` (so ``TORCH_HOME`` is honoured),
-next to torch.hub's own downloads. A download (:mod:`~topiq_loss.download`) is
-accepted only if :mod:`~topiq_loss.integrity` accepts its digest; a cached file, and a
+next to torch.hub's own downloads. A download (:mod:`~topiq_loss.weights.download`) is
+accepted only if :mod:`~topiq_loss.weights.integrity` accepts its digest; a cached file, and a
 path named like an official file, is re-hashed once per process before it is trusted.
-Reading the tensors is :mod:`~topiq_loss.checkpoint`'s work.
+Reading the tensors is :mod:`~topiq_loss.weights.checkpoint`'s work.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from . import download, integrity
 from .checkpoint import checkpoint_layout, load_state_dict_checked, read_state_dict
 from .download import MIRROR_ENV, DownloadError
 from .integrity import PINS_ENV, Expected, Refused, redact
-from .weights import RANDOM, REGISTRY, WEIGHTS, WeightsEntry, WeightsError, entry_for_file, get_weights_entry
-from .weights_file import classify_weights
+from .reader import classify_weights
+from .registry import RANDOM, REGISTRY, WEIGHTS, WeightsEntry, WeightsError, entry_for_file, get_weights_entry
 
 __all__ = [
     "MIRROR_ENV",

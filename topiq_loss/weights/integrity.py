@@ -22,9 +22,9 @@ import urllib.parse
 from pathlib import Path
 from typing import NamedTuple
 
-from ._env import env_value
 from ._files import new_file
-from .weights import WeightsEntry, WeightsError
+from .env import env_value
+from .registry import WeightsEntry, WeightsError
 
 __all__ = [
     "PINS_ENV",

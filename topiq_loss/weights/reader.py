@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import torch
 
-from .weights import WeightsArgumentError, WeightsError, WeightsFileNotFoundError, is_random
+from .registry import WeightsArgumentError, WeightsError, WeightsFileNotFoundError, is_random
 
 __all__ = ["MAX_WEIGHTS_BYTES", "check_tensors", "classify_weights", "read_weights_file"]
 

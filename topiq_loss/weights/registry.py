@@ -1,9 +1,9 @@
 """Registry of the official CFANet checkpoints (TOPIQ-FR, TOPIQ-NR, TOPIQ-IAA, ResNet50).
 
 Only metadata lives here, with :class:`WeightsError`, the one error of the weights
-path: :mod:`topiq_loss.hub` downloads, verifies and caches (through
-:mod:`~topiq_loss.download`, :mod:`~topiq_loss.integrity` and
-:mod:`~topiq_loss.checkpoint`).
+path: :mod:`topiq_loss.weights.hub` downloads, verifies and caches (through
+:mod:`~topiq_loss.weights.download`, :mod:`~topiq_loss.weights.integrity` and
+:mod:`~topiq_loss.weights.checkpoint`).
 One registry, :data:`REGISTRY`, holds every entry under a unique name; each entry
 knows its kind (``"fr"``, ``"nr"``, ``"iaa"``), the network it fits (``build``), the
 input resize the model was evaluated with and its score range. :data:`WEIGHTS` and
@@ -19,8 +19,9 @@ from typing import Final, Literal
 
 import torch.nn as nn
 
-from .cfanet import CFANetFR
-from .cfanet_nr import CFANetNR
+from .._errors import WeightsArgumentError, WeightsError, WeightsFileNotFoundError, WeightsKindError
+from ..models.cfanet_fr import CFANetFR
+from ..models.cfanet_nr import CFANetNR
 
 __all__ = [
     "BUILD_BY_KIND",
@@ -68,7 +69,7 @@ def is_random(weights: object) -> bool:
 
 #: What a checkpoint scores: ``"fr"`` full-reference quality (TOPIQ-FR), ``"nr"``
 #: no-reference quality (TOPIQ-NR), ``"iaa"`` aesthetics (TOPIQ-IAA). The same names as
-#: the checkpoint layouts told from the tensors (:data:`topiq_loss.checkpoint.LAYOUTS`).
+#: the checkpoint layouts told from the tensors (:data:`topiq_loss.weights.checkpoint.LAYOUTS`).
 Kind = Literal["fr", "nr", "iaa"]
 KINDS: Final[tuple[Kind, ...]] = ("fr", "nr", "iaa")
 
@@ -78,31 +79,6 @@ BUILD_BY_KIND: Final[Mapping[str, Callable[[], nn.Module]]] = {
     "nr": CFANetNR,
     "iaa": CFANetNR.aesthetics,
 }
-
-
-class WeightsError(RuntimeError):
-    """A checkpoint could not be downloaded, verified or loaded."""
-
-
-class WeightsArgumentError(WeightsError, ValueError):
-    """A ``weights=`` value that names nothing loadable: empty, a folder, an unknown name.
-
-    A :class:`WeightsError` and a ``ValueError`` (a bad argument), so either ``except``
-    catches it.
-    """
-
-
-class WeightsFileNotFoundError(WeightsError, FileNotFoundError):
-    """No file at the path given as ``weights=``: a :class:`WeightsError` and a
-    ``FileNotFoundError``."""
-
-
-class WeightsKindError(WeightsError, ValueError):
-    """The weights are of another kind than the network asked for.
-
-    A :class:`WeightsError` (the checkpoint does not fit) and a ``ValueError`` (the
-    ``weights=`` and ``kind=`` arguments disagree), so either ``except`` catches it.
-    """
 
 
 def check_kind(kind: object) -> Kind:
