@@ -30,8 +30,11 @@ _EMB_GRID = 32
 #: On CPU, the full-resolution front runs on batch chunks of at most this many bytes per
 #: feature tensor. Larger temporaries are mmap'd and page-faulted afresh by the C
 #: allocator at every call (measured: a 2x64x256x256 product took 8.4 ms, two 1x ones
-#: 0.5 ms); chunking halved the whole FR step at 4x3x512x512 (4.5 s -> 2.2 s).
-CPU_CHUNK_BYTES = 16 * 2**20
+#: 0.5 ms); chunking halved the whole FR step at 4x3x512x512 (4.5 s -> 2.2 s). 1 MiB
+#: (one sample per chunk for levels of >= 512 x 16 x 16 floats) also makes the anchor's
+#: constant gate, computed once per chunk size, cost one sample's gate instead of the
+#: batch's; the score step was as fast at 1, 4 and 16 MiB (docs/performance.md).
+CPU_CHUNK_BYTES = 2**20
 
 
 @dataclass
