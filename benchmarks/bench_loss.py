@@ -232,6 +232,11 @@ def main(argv: list[str] | None = None) -> None:
                 f"| {label:<42} | {t * 1e3:>8.0f} | {rp:>7} | {t / bound_t:>12.2f} | {t / plain_t:>9.2f} "
                 f"| {flops / 1e9:>6.1f} | {flops / bound_f:>12.2f} | {saved / 2**20:>9.0f} | {pk:>8} |"
             )
+        # The issue-31 figures: the anchored default against the published-score step.
+        score_t = next((r[1] for r in results if r[0].endswith("objective=score")), None)
+        if score_t:
+            print(f"\nanchored / score step: {plain_t / score_t:.3f}; default / fast bound: {plain_t / bound_t:.3f}"
+                  + (f"; default / pyiqa: {plain_t / ref_t:.3f}" if ref_t else ""))
 
 
 if __name__ == "__main__":

@@ -254,6 +254,6 @@ def topiq_fr_target_features(
     target = _checks.check_image(target, "target", device=net.h_emb.device, input_range=(low, high), owner=net)
     with torch.no_grad():
         feats = net.backbone_features(to_unit_rgb(target, net, low, high))
-        anchor = net.head(feats, feats).score
+        anchor = net.anchor_head(feats).score
     n, c, h, w = target.shape
     return TargetFeatures(features=tuple(feats), shape=(n, c, h, w), anchor=anchor)

@@ -6,8 +6,8 @@ import torch
 import torch.nn as nn
 
 from .backbone import FEATURE_CHANNELS
-from .layers import gate_net, gated_local_pool
-from .trunk import IMAGENET_MEAN, IMAGENET_STD, CFANetFeatures, CFANetTrunk
+from .layers import feature_distance, gate_net, gated_local_pool, gated_pool
+from .trunk import IMAGENET_MEAN, IMAGENET_STD, CFANetFeatures, CFANetTrunk, front_chunk, map_levels
 
 __all__ = ["CFANetFR", "CFANetFeatures", "IMAGENET_MEAN", "IMAGENET_STD"]
 
@@ -21,6 +21,19 @@ def _glp_reduce(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     pooled, gate = gated_local_pool(dist, ref, gate_net, size)
     return reduce(pooled), gate
+
+
+def _constant_parts(
+    feats: torch.Tensor, batch: int, gate_net: nn.Module, size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gate and the pooled gated distance of ``(t, t)`` for a chunk of ``batch``
+    samples of ``feats``: the same calls on the same values, shapes and memory layout as
+    :func:`~topiq_loss.layers.gated_local_pool` makes on that chunk, hence the same bits."""
+    one = feats[:1, :1, :1, :1].detach()
+    # |t - t| is the same value everywhere (sqrt(eps)); computed by the same function.
+    dist = torch.empty_like(feats[:batch]).fill_(feature_distance(one, one).reshape(()))
+    gate = gate_net(dist)
+    return gate, gated_pool(dist, gate, size)
 
 
 class CFANetFR(CFANetTrunk):
@@ -99,6 +112,37 @@ class CFANetFR(CFANetTrunk):
         reduced, gates = self.pool_levels(_glp_reduce, list(zip(feats_d, feats_r, strict=True)))
         return self.attend(reduced, gates, need_maps)
 
+    def anchor_head(self, feats: list[torch.Tensor], need_maps: bool = False) -> CFANetFeatures:
+        """``head(feats, feats)``, the images scored against themselves, bit for bit, cheaper.
+
+        The distance map of ``(t, t)`` is one constant, so each level's gate is the gate
+        network on a constant map: it is computed once per chunk size of the CPU batch
+        chunking (:func:`~topiq_loss.trunk.front_chunk`, the score pass's rule), not per
+        sample, together with the pooled gated distance, and the two equal gated parts
+        ``t * gate`` are pooled once. What remains per sample (that product and its pooling,
+        the reduction, the attention) runs as in :meth:`head`.
+        """
+        size = (feats[-1].shape[-2], feats[-1].shape[-1])
+        use_cp = self.front_checkpointing(feats)
+        reduced, gates = [], []
+        for i, t in enumerate(feats):
+            gate_module = self.weight_pool[i]
+            n, chunk = t.shape[0], front_chunk(t)
+            constant = {b: _constant_parts(t, b, gate_module, size) for b in {chunk, n % chunk or chunk}}
+
+            def level(
+                part: torch.Tensor, reduce: nn.Module, size: tuple[int, int],
+                constant: dict[int, tuple[torch.Tensor, torch.Tensor]] = constant,
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+                gate, pooled_dist = constant[part.shape[0]]
+                pooled = gated_pool(part, gate, size)
+                return reduce(torch.cat([pooled, pooled, pooled_dist], dim=1)), gate
+
+            r, g = map_levels(level, (t,), (self.dim_reduce[i],), size, use_cp)
+            reduced.append(r)
+            gates.append(g)
+        return self.attend(reduced, gates, need_maps)
+
     def score_and_anchor(
         self,
         dist: torch.Tensor,
@@ -107,10 +151,10 @@ class CFANetFR(CFANetTrunk):
         """``(score(dist, ref), score(ref, ref))``; the second has a graph only when ``ref``
         requires grad.
 
-        The anchor reuses the reference's backbone features (no third backbone pass).
-        Both images run the backbone separately with the same batch size and the same
-        head, so where ``dist`` equals ``ref`` the two scores are computed by the same
-        arithmetic and agree exactly.
+        The anchor reuses the reference's backbone features (no third backbone pass) and
+        takes :meth:`anchor_head`'s shortcut. Both images run the backbone separately with
+        the same batch size, and the shortcut makes the score pass's calls on the same
+        values, so where ``dist`` equals ``ref`` the two scores agree exactly.
 
         Returns:
             two (N,) tensors.
@@ -120,7 +164,7 @@ class CFANetFR(CFANetTrunk):
         # otherwise the anchor is a constant and costs no graph.
         with torch.set_grad_enabled(torch.is_grad_enabled() and ref.requires_grad):
             feats_r = self.backbone_features(ref)
-            anchor = self.head(feats_r, feats_r).score
+            anchor = self.anchor_head(feats_r).score
         score = self.head(feats_d, feats_r).score
         return score, anchor
 

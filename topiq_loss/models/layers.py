@@ -19,6 +19,7 @@ __all__ = [
     "CrossAttentionLayer",
     "LayerStack",
     "gated_local_pool",
+    "gated_pool",
     "feature_distance",
     "gate_net",
 ]
@@ -181,8 +182,18 @@ def gated_local_pool(
     """
     diff = feature_distance(dist, ref)
     gate = gate_net(diff)
-    parts = [dist * gate, ref * gate, diff * gate]
-    if dist.shape[-2] > size[0] and dist.shape[-1] > size[1]:
-        parts = [F.adaptive_avg_pool2d(p, size) for p in parts]
+    parts = [gated_pool(x, gate, size) for x in (dist, ref, diff)]
     return torch.cat(parts, dim=1), gate
+
+
+def gated_pool(x: torch.Tensor, gate: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """One part of :func:`gated_local_pool`: ``x * gate``, average-pooled to ``size``
+    when ``x`` is larger in both dimensions.
+
+    Shape: x (N, C, h, w), gate (N, 1, h, w) -> (N, C, h', w').
+    """
+    out = x * gate
+    if x.shape[-2] > size[0] and x.shape[-1] > size[1]:
+        out = F.adaptive_avg_pool2d(out, size)
+    return out
 

@@ -21,7 +21,7 @@ import torch.utils.checkpoint as cp
 from .backbone import FEATURE_CHANNELS, ResNet50Features
 from .layers import CrossAttentionLayer, LayerStack, SelfAttentionLayer
 
-__all__ = ["CFANetTrunk", "CFANetFeatures", "IMAGENET_MEAN", "IMAGENET_STD", "CPU_CHUNK_BYTES"]
+__all__ = ["CFANetTrunk", "CFANetFeatures", "IMAGENET_MEAN", "IMAGENET_STD", "CPU_CHUNK_BYTES", "front_chunk", "map_levels"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -30,8 +30,11 @@ _EMB_GRID = 32
 #: On CPU, the full-resolution front runs on batch chunks of at most this many bytes per
 #: feature tensor. Larger temporaries are mmap'd and page-faulted afresh by the C
 #: allocator at every call (measured: a 2x64x256x256 product took 8.4 ms, two 1x ones
-#: 0.5 ms); chunking halved the whole FR step at 4x3x512x512 (4.5 s -> 2.2 s).
-CPU_CHUNK_BYTES = 16 * 2**20
+#: 0.5 ms); chunking halved the whole FR step at 4x3x512x512 (4.5 s -> 2.2 s). 1 MiB
+#: (one sample per chunk for levels of >= 512 x 16 x 16 floats) also makes the anchor's
+#: constant gate, computed once per chunk size, cost one sample's gate instead of the
+#: batch's; the score step was as fast at 1, 4 and 16 MiB (docs/performance.md).
+CPU_CHUNK_BYTES = 2**20
 
 
 @dataclass
@@ -163,9 +166,7 @@ class CFANetTrunk(nn.Module):
         on ``levels[i]`` (stem .. layer4), the layer4 grid as ``size``; see
         :func:`map_levels`. Returns the reduced maps and the gates."""
         size = (levels[-1][0].shape[-2], levels[-1][0].shape[-1])
-        # With checkpointing the fronts' full-resolution gate activations are recomputed
-        # in backward too: they hold about as much memory as the backbone's.
-        use_cp = self.grad_checkpointing and torch.is_grad_enabled() and any(x.requires_grad for x in levels[0])
+        use_cp = self.front_checkpointing(levels[0])
         reduced, gates = [], []
         for i, images in enumerate(levels):
             modules = (self.weight_pool[i], self.dim_reduce[i])
@@ -173,6 +174,12 @@ class CFANetTrunk(nn.Module):
             reduced.append(r)
             gates.append(g)
         return reduced, gates
+
+    def front_checkpointing(self, images: Sequence[torch.Tensor]) -> bool:
+        """Whether the fronts of a pass on ``images`` (one level's) run checkpointed."""
+        # With checkpointing the fronts' full-resolution gate activations are recomputed
+        # in backward too: they hold about as much memory as the backbone's.
+        return self.grad_checkpointing and torch.is_grad_enabled() and any(x.requires_grad for x in images)
 
     def attend(
         self, reduced: list[torch.Tensor], gates: list[torch.Tensor], need_maps: bool = False
@@ -215,12 +222,7 @@ def map_levels(
     """``fn(*images, *modules, size) -> (reduced, gate)`` for one level, checkpointed as one
     unit (neither full-resolution temporaries nor the pooled map are kept) and, on CPU,
     run in batch chunks (see :data:`CPU_CHUNK_BYTES`)."""
-    first = images[0]
-    n = first.shape[0]
-    per_sample = first[0].numel() * first.element_size()
-    chunk = n
-    if first.device.type == "cpu" and not torch.compiler.is_compiling() and n * per_sample > CPU_CHUNK_BYTES:
-        chunk = max(1, CPU_CHUNK_BYTES // per_sample)
+    chunk = front_chunk(images[0])
     outs = []
     for parts in zip(*(x.split(chunk) for x in images), strict=True):  # type: ignore[no-untyped-call]
         if use_cp:
@@ -230,6 +232,18 @@ def map_levels(
     if len(outs) == 1:
         return outs[0]
     return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+
+
+def front_chunk(features: torch.Tensor) -> int:
+    """Batch size of the chunks :func:`map_levels` runs one level's front on.
+
+    The one rule for every pass: the anchor (:meth:`CFANetFR.anchor_head`) computes its
+    constant gate at these sizes so that its arithmetic is the score pass's."""
+    n = features.shape[0]
+    per_sample = features[0].numel() * features.element_size()
+    if features.device.type == "cpu" and not torch.compiler.is_compiling() and n * per_sample > CPU_CHUNK_BYTES:
+        return max(1, CPU_CHUNK_BYTES // per_sample)
+    return n
 
 
 def _attention_received(
