@@ -21,9 +21,9 @@ from collections import defaultdict
 import torch
 
 from topiq_loss import TOPIQLoss
-from topiq_loss.cfanet import _glp_reduce
-from topiq_loss.objectives import anchored_penalty
-from topiq_loss.trunk import map_levels
+from topiq_loss.functional.objectives import anchored_penalty
+from topiq_loss.models.cfanet_fr import _glp_reduce
+from topiq_loss.models.trunk import map_levels
 
 LEVELS = ("stem", "layer1", "layer2", "layer3", "layer4")
 

@@ -16,8 +16,8 @@ import pytest
 import torch
 from conftest import distort, smooth_images
 
-import topiq_loss.cfanet as cfanet
-import topiq_loss.trunk as trunk
+import topiq_loss.models.cfanet_fr as cfanet
+import topiq_loss.models.trunk as trunk
 from topiq_loss import TOPIQLoss, topiq_fr_loss
 
 #: Per-sample bytes of the stem / layer1 features of a 48 x 40 image are 122880, layer2's
