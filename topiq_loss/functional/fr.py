@@ -10,7 +10,7 @@ import torch
 from .. import _checks
 from ..models.cfanet_fr import CFANetFeatures, CFANetFR
 from ..models.trunk import CFANetTrunk
-from .objectives import Objective, anchored_penalty, check_objective
+from .objectives import Objective, anchored_penalty, check_loss_options
 
 __all__ = [
     "prepare_pair",
@@ -212,9 +212,7 @@ def topiq_fr_loss(
     Returns:
         a scalar for ``"mean"``/``"sum"``, else (N,).
     """
-    weight = _checks.check_loss_weight(loss_weight)
-    _checks.check_reduction(reduction)
-    objective = check_objective(objective)
+    objective, weight = check_loss_options(objective, reduction, loss_weight)
     if objective == "score" or isinstance(target, TargetFeatures):
         score = topiq_fr(
             pred, target, net=net, input_range=input_range, check_values=check_values

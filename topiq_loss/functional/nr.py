@@ -9,7 +9,7 @@ from .. import _checks
 from ..models.cfanet_nr import CFANetNR
 from ..models.trunk import CFANetFeatures
 from .fr import Reduction, reduce_loss, to_unit_rgb
-from .objectives import Objective, anchored_penalty, check_objective
+from .objectives import Objective, anchored_penalty, check_loss_options
 
 __all__ = ["prepare_image", "resize_short_side", "score_to_loss", "topiq_nr", "topiq_nr_features", "topiq_nr_loss"]
 
@@ -132,9 +132,7 @@ def topiq_nr_loss(
     Returns:
         a scalar for ``"mean"``/``"sum"``, else (N,).
     """
-    weight = _checks.check_loss_weight(loss_weight)
-    _checks.check_reduction(reduction)
-    objective = check_objective(objective)
+    objective, weight = check_loss_options(objective, reduction, loss_weight)
     worst, best = _checks.check_input_range(score_range, name="score_range")
     if target is not None and objective == "score":
         raise ValueError(

@@ -16,7 +16,7 @@ import torch
 
 from .. import _checks
 
-__all__ = ["ANCHOR_EPS", "OBJECTIVES", "Objective", "anchored_penalty", "check_objective"]
+__all__ = ["ANCHOR_EPS", "OBJECTIVES", "Objective", "anchored_penalty", "check_loss_options", "check_objective"]
 
 Objective = Literal["anchored", "score"]
 OBJECTIVES = ("anchored", "score")
@@ -31,6 +31,14 @@ ANCHOR_EPS = 1e-2
 def check_objective(objective: object) -> Objective:
     """``objective`` if it is one of :data:`OBJECTIVES`, else a ValueError naming them."""
     return _checks.check_choice(objective, "objective", OBJECTIVES)  # type: ignore[return-value]
+
+
+def check_loss_options(objective: object, reduction: object, loss_weight: object) -> tuple[Objective, float]:
+    """The options every functional loss takes, checked before any network runs:
+    ``(objective, loss_weight)`` (``reduction`` is only checked)."""
+    weight = _checks.check_loss_weight(loss_weight)
+    _checks.check_reduction(reduction)
+    return check_objective(objective), weight
 
 
 def anchored_penalty(deficit: torch.Tensor, eps: float = ANCHOR_EPS) -> torch.Tensor:

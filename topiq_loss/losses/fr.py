@@ -23,8 +23,9 @@ from ..functional.objectives import Objective, check_objective
 from ..functional.robust import RandomTransforms
 from ..models.cfanet_fr import CFANetFeatures, CFANetFR
 from ..weights.builder import build_network
-from ..weights.registry import DEFAULT_WEIGHTS, is_random
+from ..weights.registry import DEFAULT_WEIGHTS
 from .frozen import FrozenNetworkLoss
+from .holder import weights_label
 
 __all__ = ["TOPIQLoss", "TOPIQTarget", "build_network"]
 
@@ -108,31 +109,19 @@ class TOPIQLoss(FrozenNetworkLoss):
         cache_dir: str | os.PathLike[str] | None = None,
         progress: bool = True,
     ) -> None:
-        objective = check_objective(objective)
+        objective = check_objective(objective)  # before a network is built
+        label = weights_label(weights, given=net is not None)
         if net is None:
             net = build_network(weights, kind="fr", cache_dir=cache_dir, progress=progress)
-            self_weights_name = "random (tests only)" if is_random(weights) else str(weights)
-        else:
-            self_weights_name = "given network"
         super().__init__(
-            net, CFANetFR, reduction=reduction, loss_weight=loss_weight, input_range=input_range,
-            robust=robust, check_values=check_values, keep_in_state_dict=keep_in_state_dict,
+            net, CFANetFR, objective=objective, weights_name=label, reduction=reduction, loss_weight=loss_weight,
+            input_range=input_range, robust=robust, check_values=check_values, keep_in_state_dict=keep_in_state_dict,
         )
-        self.weights_name = self_weights_name
-        self.objective: Objective = objective
 
     @property
     def net(self) -> CFANetFR:
         """The frozen :class:`CFANetFR`."""
         return cast(CFANetFR, super().net)
-
-    def extra_repr(self) -> str:
-        return (
-            f"weights={self.weights_name!r}, objective={self.objective!r}, reduction={self.reduction!r}, "
-            f"loss_weight={self.loss_weight}, input_range={self.input_range}, "
-            f"checkpoint={self.checkpoint}, amp_backbone={self.amp_backbone}"
-            + (f", robust=True, robust_samples={self.robust_samples}" if self.robust else "")
-        )
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor | TargetFeatures) -> torch.Tensor:
         """Loss of ``pred`` (N, C, H, W) against ``target``; lower is better.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 
 from .. import _checks
+from ..functional.objectives import Objective
 from ..functional.robust import RandomTransforms
 from ..models.trunk import CFANetTrunk
 from .holder import FrozenHolder
@@ -32,6 +33,8 @@ class FrozenNetworkLoss(FrozenHolder):
         net: CFANetTrunk,
         net_type: type[CFANetTrunk],
         *,
+        objective: Objective,
+        weights_name: str,
         reduction: str,
         loss_weight: float,
         input_range: tuple[float, float],
@@ -55,3 +58,17 @@ class FrozenNetworkLoss(FrozenHolder):
                 "`torch.device('meta')` and load its weights before giving it to the loss"
             )
         self._hold(net, keep_in_state_dict)
+        self.weights_name = weights_name
+        self.objective: Objective = objective
+
+    def _repr_fields(self) -> list[str]:
+        """What a subclass adds to ``repr`` between the common options and the settings."""
+        return []
+
+    def extra_repr(self) -> str:
+        return ", ".join([
+            f"weights={self.weights_name!r}, objective={self.objective!r}, reduction={self.reduction!r}, "
+            f"loss_weight={self.loss_weight}, input_range={self.input_range}",
+            *self._repr_fields(),
+            self._settings_repr(),
+        ])

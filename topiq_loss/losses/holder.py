@@ -19,8 +19,10 @@ import torch.nn as nn
 
 from .. import _checks
 from ..functional.robust import RandomTransforms, ensemble_score, private_generator
+from ..weights.registry import is_random
 
-__all__ = ["FrozenHolder", "freeze_network", "keeping_values"]
+__all__ = [
+    "weights_label","FrozenHolder", "freeze_network", "keeping_values"]
 
 _PROBES = itertools.count()
 _Holder = TypeVar("_Holder", bound="FrozenHolder")
@@ -30,6 +32,14 @@ def _refreeze(module: nn.Module, incompatible_keys: object) -> None:
     # A load_state_dict(..., assign=True) of nn.Parameter values registers them as
     # parameters again (Module.__setattr__ does): turn them back into buffers.
     freeze_network(module)
+
+
+def weights_label(weights: object, given: bool = False) -> str:
+    """How a loss names its weights in ``repr`` and reports: the ``weights=`` value,
+    ``"random (tests only)"``, or ``"given network"`` for a network passed in."""
+    if given:
+        return "given network"
+    return "random (tests only)" if is_random(weights) else str(weights)
 
 
 def freeze_network(net: nn.Module) -> nn.Module:
@@ -177,6 +187,12 @@ class FrozenHolder(nn.Module):
             # Each unpickled copy (a spawned DDP rank, a dataloader worker) draws its own
             # transforms; a user's seeded generator is kept as given.
             self.generator = private_generator()
+
+    def _settings_repr(self) -> str:
+        """The network's settings and the robust options, the tail of every loss's ``repr``."""
+        return f"checkpoint={self.checkpoint}, amp_backbone={self.amp_backbone}" + (
+            f", robust=True, robust_samples={self.robust_samples}" if self.robust else ""
+        )
 
     def train(self, mode: bool = True) -> FrozenHolder:
         """No-op: the loss always stays in eval mode (frozen BatchNorm, no dropout)."""

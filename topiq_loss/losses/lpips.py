@@ -23,8 +23,7 @@ from ..functional.fr import Reduction, reduce_loss
 from ..functional.robust import RandomTransforms
 from ..models.lpips import LPIPSNetwork
 from ..weights.lpips import build_lpips_network, lpips_network_from_module
-from ..weights.registry import is_random
-from .holder import FrozenHolder
+from .holder import FrozenHolder, weights_label
 
 __all__ = ["LPIPSLoss", "LPIPSPlusLoss"]
 
@@ -141,11 +140,11 @@ class LPIPSLoss(FrozenHolder):
         self._robust_options(robust)
         if network is None:
             network = build_lpips_network(_checks.check_choice(net, "net", ("alex", "vgg")), weights, progress)
-            self.weights_name = "random (tests only)" if is_random(weights) else str(weights)
+            self.weights_name = weights_label(weights)
         elif not isinstance(network, LPIPSNetwork):
             raise TypeError(f"`network` must be an LPIPSNetwork; got {type(network).__name__}")
         else:
-            self.weights_name = "given network"
+            self.weights_name = weights_label(None, given=True)
         self._hold(network, keep_in_state_dict)
 
     @classmethod
@@ -169,8 +168,7 @@ class LPIPSLoss(FrozenHolder):
         return (
             f"net={self.net.net_name!r}, weights={self.weights_name!r}, semantic_layer={self.semantic_layer}, "
             f"reduction={self.reduction!r}, loss_weight={self.loss_weight}, input_range={self.input_range}, "
-            f"checkpoint={self.checkpoint}, amp_backbone={self.amp_backbone}"
-            + (f", robust=True, robust_samples={self.robust_samples}" if self.robust else "")
+            + self._settings_repr()
         )
 
     def layer_maps(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

@@ -17,8 +17,9 @@ from ..functional.robust import RandomTransforms
 from ..models.cfanet_nr import CFANetNR
 from ..models.trunk import CFANetFeatures
 from ..weights.builder import build_network_of_kinds, load_network_of_kinds
-from ..weights.registry import DEFAULT_NR_WEIGHTS, is_random
+from ..weights.registry import DEFAULT_NR_WEIGHTS
 from .frozen import FrozenNetworkLoss
+from .holder import weights_label
 
 __all__ = ["TOPIQNRLoss", "build_nr_network"]
 
@@ -109,18 +110,14 @@ class TOPIQNRLoss(FrozenNetworkLoss):
         objective = check_objective(objective)
         resize = _checks.check_resize(resize, auto=True)  # before a network is built
         entry = None
+        label = weights_label(weights, given=net is not None)
         if net is None:
             built, entry = load_network_of_kinds(weights, ("nr", "iaa"), cache_dir=cache_dir, progress=progress)
             net = cast(CFANetNR, built)
-            name = "random (tests only)" if is_random(weights) else str(weights)
-        else:
-            name = "given network"
         super().__init__(
-            net, CFANetNR, reduction=reduction, loss_weight=loss_weight, input_range=input_range,
-            robust=robust, check_values=check_values, keep_in_state_dict=keep_in_state_dict,
+            net, CFANetNR, objective=objective, weights_name=label, reduction=reduction, loss_weight=loss_weight,
+            input_range=input_range, robust=robust, check_values=check_values, keep_in_state_dict=keep_in_state_dict,
         )
-        self.weights_name = name
-        self.objective: Objective = objective
         self.resize: int | None = (entry.resize if entry is not None else None) if resize == "auto" else resize
         if score_range == "auto":
             aesthetics = self.net.num_class > 1
@@ -132,14 +129,8 @@ class TOPIQNRLoss(FrozenNetworkLoss):
         """The frozen :class:`CFANetNR`."""
         return cast(CFANetNR, super().net)
 
-    def extra_repr(self) -> str:
-        return (
-            f"weights={self.weights_name!r}, objective={self.objective!r}, reduction={self.reduction!r}, "
-            f"loss_weight={self.loss_weight}, "
-            f"input_range={self.input_range}, resize={self.resize}, score_range={self.score_range}, "
-            f"checkpoint={self.checkpoint}, amp_backbone={self.amp_backbone}"
-            + (f", robust=True, robust_samples={self.robust_samples}" if self.robust else "")
-        )
+    def _repr_fields(self) -> list[str]:
+        return [f"resize={self.resize}", f"score_range={self.score_range}"]
 
     def forward(self, img: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         """Loss of ``img`` (N, C, H, W), alone or against ``target``; 0 is best.

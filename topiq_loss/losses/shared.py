@@ -27,7 +27,7 @@ from ..models.cfanet_nr import CFANetNR
 from ..weights.builder import build_network, load_network_of_kinds
 from ..weights.registry import REGISTRY, WeightsEntry, is_random
 from .fr import TOPIQLoss
-from .holder import freeze_network
+from .holder import freeze_network, weights_label
 from .nr import TOPIQNRLoss
 
 __all__ = ["network_on_device", "shared_fr_loss", "shared_network", "shared_nr_loss", "weights_identity"]
@@ -140,7 +140,7 @@ def shared_fr_loss(
         lambda: (build_network(weights, kind="fr", cache_dir=cache_dir, progress=progress), None),
     )
     loss = TOPIQLoss(net=net, input_range=input_range)
-    loss.weights_name = "random (tests only)" if key is None else str(weights)
+    loss.weights_name = weights_label(None if key is None else weights)
     return loss, key
 
 
@@ -166,5 +166,5 @@ def shared_nr_loss(
         net=cast(CFANetNR, net), input_range=input_range, resize=size,
         score_range=entry.score_range if entry is not None else "auto",
     )
-    loss.weights_name = "random (tests only)" if key is None else str(weights)
+    loss.weights_name = weights_label(None if key is None else weights)
     return loss, key
