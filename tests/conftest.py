@@ -33,7 +33,9 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
+# Under pytest-xdist (setup.cfg runs `-n auto`) each worker is one process per core:
+# one torch thread each, so the workers do not fight over the cores.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(torch.get_num_threads(), 2)))
 
 
 @pytest.fixture(scope="session")
