@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
@@ -63,7 +64,10 @@ CASES = {
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_example_smoke(name, tmp_path, weights_file, capsys):
     args, pngs, methods = CASES[name]
-    results = _load(name).main([*args, "--weights", str(weights_file), "--out", str(tmp_path), "--threads", "2"])
+    # --threads is exercised with the suite's own count: more threads than the worker's
+    # share of the cores (one under xdist) made this test 3x slower on a busy machine.
+    threads = str(torch.get_num_threads())
+    results = _load(name).main([*args, "--weights", str(weights_file), "--out", str(tmp_path), "--threads", threads])
     _check_results(results, methods)
     _check_pngs(tmp_path, pngs)
     out = capsys.readouterr().out
