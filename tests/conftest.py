@@ -33,7 +33,25 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
+# Under pytest-xdist (setup.cfg runs `-n auto`) each worker is one process per core:
+# one torch thread each, and one in the processes the tests start (examples, DDP ranks,
+# the CLI), so that no process spins OpenMP threads on a core another one is using (on
+# a busy 2-core machine two threads made a small forward pass 5x slower than one).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
+_THREADS = torch.get_num_threads()
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """An example's ``--threads N`` sets torch's thread count for the rest of the process:
+    put the suite's back after each test."""
+    yield
+    if torch.get_num_threads() != _THREADS:
+        torch.set_num_threads(_THREADS)
 
 
 @pytest.fixture(scope="session")
@@ -121,3 +139,25 @@ def fresh_hub_state(monkeypatch):
 
     monkeypatch.setattr(hub, "_verified", {})
     monkeypatch.delenv(hub.MIRROR_ENV, raising=False)
+
+
+# The longest modules first (measured, a few to 90 s each on a busy 2-core machine): under
+# pytest-xdist the workers then end together on short tests instead of one worker
+# finishing mypy or the multi-process run alone. Modules move whole (their order inside
+# is kept), so module fixtures are unaffected; the order is the same on every worker.
+LONG_FIRST = [
+    "test_distributed.py",
+    "test_quality_gates.py",
+    "test_inputs_fuzz.py",
+    "test_accuracy.py",
+    "test_compile.py",
+    "test_reliability.py",
+    "test_nr.py",
+    "test_properties.py",
+    "test_examples.py",
+]
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

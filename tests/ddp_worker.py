@@ -1,13 +1,16 @@
-"""One rank of the multi-process DDP test (tests/test_distributed.py); also its
+"""The ranks of the multi-process tests (tests/test_distributed.py); also their
 single-process twin. Not a test module: run as ``python ddp_worker.py ...``.
 
 A small generator holds its own frozen TOPIQLoss (default weights, served by a local
-test server into an empty cache), is wrapped in DistributedDataParallel, and trains
-three SGD steps on this rank's half of a fixed batch.
+test server into an empty cache). One spawn of two ranks trains copies of it with
+DistributedDataParallel and then FSDP2 (three SGD steps on this rank's half of a fixed
+batch each) and runs the Lightning example on the same two ranks, so the workers start
+(import torch, build the network) once for the three checks.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sys
@@ -55,9 +58,67 @@ def train(model: nn.Module, wrapped: nn.Module, x: torch.Tensor, y: torch.Tensor
     return losses
 
 
+def _run_mode(mode: str, model: Generator, rank: int, world: int, out_dir: Path) -> None:
+    """Train a copy of the initial ``model`` in ``mode`` ("ddp" or "fsdp"); save its state and report."""
+    x, y = data()
+    report: dict[str, object] = {}
+    if world > 1 and mode == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.tensor import DTensor
+
+        fully_shard(model.body)
+        wrapped = fully_shard(model)
+        half = BATCH // world
+        x, y = x[rank * half : (rank + 1) * half], y[rank * half : (rank + 1) * half]
+        report["sharded"] = sum(isinstance(p, DTensor) for p in model.parameters())
+        # the network's tensors themselves (buffers: it has no parameters), none sharded
+        net_tensors = list(model.criterion.net.state_dict(keep_vars=True).values())
+        report["loss_tensors"] = len(net_tensors)
+        report["loss_sharded"] = sum(isinstance(t, DTensor) for t in net_tensors)
+    elif world > 1:
+        wrapped = nn.parallel.DistributedDataParallel(model)  # find_unused_parameters=False
+        half = BATCH // world
+        x, y = x[rank * half : (rank + 1) * half], y[rank * half : (rank + 1) * half]
+        buckets = {id(p) for p in wrapped.parameters()}
+        report["ddp_params"] = len(buckets)
+        net_tensors = list(model.criterion.net.state_dict(keep_vars=True).values())
+        report["loss_tensors"] = len(net_tensors)
+        report["loss_params_in_ddp"] = sum(id(t) in buckets for t in net_tensors)
+    else:
+        wrapped = model
+    report["losses"] = train(model, wrapped, x, y)
+    state = model.state_dict()
+    if mode == "fsdp" and world > 1:
+        # Gather the sharded parameters into full tensors for the comparison.
+        state = {k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in state.items()}
+    report["state_keys"] = sorted(state)
+    torch.save(state, out_dir / f"{mode}_rank{rank}_of{world}.pt")
+    if world > 1:
+        dist.barrier()
+    (out_dir / f"{mode}_rank{rank}_of{world}.json").write_text(json.dumps(report))
+
+
+def _run_lightning(rank: int, world: int, lightning_args: list[str]) -> None:
+    """The Lightning example's ``main`` on these ranks, launched externally (as torchrun would):
+    LOCAL_RANK tells Lightning not to start processes, and it joins the process group already here."""
+    import importlib.util
+
+    os.environ.update(LOCAL_RANK=str(rank), NODE_RANK="0", WORLD_SIZE=str(world), RANK=str(rank))
+    script = Path(__file__).resolve().parents[1] / "examples" / "lightning_sr.py"
+    spec = importlib.util.spec_from_file_location("lightning_sr", script)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.main(lightning_args)
+
+
 def main() -> None:
+    """argv: rank world out_dir name url tests_dir modes [lightning args...]; modes is a
+    comma list of "ddp", "fsdp" (each trains a copy of the same initial generator, in one
+    process group) and "lightning" (the Lightning example, last; its args follow)."""
     rank, world, out_dir, name, url, tests = sys.argv[1:7]
-    mode = sys.argv[7] if len(sys.argv) > 7 else "ddp"
+    modes = (sys.argv[7] if len(sys.argv) > 7 else "ddp").split(",")
+    lightning_args = sys.argv[8:]
     rank, world = int(rank), int(world)
     sys.path.insert(0, tests)
     from weights_server import entry_for
@@ -67,41 +128,17 @@ def main() -> None:
     w.WEIGHTS["kadid"] = entry_for(name, url)  # the default weights, from the local server
     torch.set_num_threads(1)
     torch.manual_seed(0)  # same initialisation on every rank and in the twin
-    model = Generator()
-    x, y = data()
-    report: dict[str, object] = {}
-    if world > 1 and mode == "fsdp":
-        from torch.distributed.fsdp import fully_shard
-        from torch.distributed.tensor import DTensor
-
-        dist.init_process_group("gloo", init_method=os.environ["TOPIQ_TEST_RENDEZVOUS"], rank=rank, world_size=world)
-        fully_shard(model.body)
-        wrapped = fully_shard(model)
-        half = BATCH // world
-        x, y = x[rank * half : (rank + 1) * half], y[rank * half : (rank + 1) * half]
-        report["sharded"] = sum(isinstance(p, DTensor) for p in model.parameters())
-        report["loss_sharded"] = sum(isinstance(p, DTensor) for p in model.criterion.net.parameters())
-    elif world > 1:
-        dist.init_process_group("gloo", init_method=os.environ["TOPIQ_TEST_RENDEZVOUS"], rank=rank, world_size=world)
-        wrapped = nn.parallel.DistributedDataParallel(model)  # find_unused_parameters=False
-        half = BATCH // world
-        x, y = x[rank * half : (rank + 1) * half], y[rank * half : (rank + 1) * half]
-        buckets = {id(p) for p in wrapped.parameters()}
-        report["ddp_params"] = len(buckets)
-        report["loss_params_in_ddp"] = sum(id(p) in buckets for p in model.criterion.net.parameters())
-    else:
-        wrapped = model
-    report["losses"] = train(model, wrapped, x, y)
-    state = model.state_dict()
-    if mode == "fsdp" and world > 1:
-        # Gather the sharded parameters into full tensors for the comparison.
-        state = {k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in state.items()}
-    report["state_keys"] = sorted(state)
-    torch.save(state, Path(out_dir) / f"{mode}_rank{rank}_of{world}.pt")
+    initial = Generator()  # one download (under the lock) and one network for every mode
     if world > 1:
+        dist.init_process_group("gloo", init_method=os.environ["TOPIQ_TEST_RENDEZVOUS"], rank=rank, world_size=world)
+    for mode in modes:
+        if mode == "lightning":
+            _run_lightning(rank, world, lightning_args)
+        else:
+            _run_mode(mode, copy.deepcopy(initial), rank, world, Path(out_dir))
+    if world > 1 and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
-    (Path(out_dir) / f"{mode}_rank{rank}_of{world}.json").write_text(json.dumps(report))
 
 
 if __name__ == "__main__":

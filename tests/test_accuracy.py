@@ -19,6 +19,10 @@ from conftest import distort, smooth_images
 
 from topiq_loss import topiq_fr
 
+# The contract fixture (ten cases in float32 and float64) is the module's cost: under
+# pytest-xdist its tests stay on one worker, so it is computed once.
+pytestmark = pytest.mark.xdist_group("accuracy_contract")
+
 
 def _float64_reference(net):
     """The same weights in float64, run through the official (unfused) modules."""
@@ -87,9 +91,8 @@ def test_scores_match_float64(contract):
         assert (s32.double() - s64).abs().max().item() <= SCORE_TOL, name
 
 
-def test_contract_measure_can_fail(net):
+def test_contract_measure_can_fail(net, net64):
     """Control: a bfloat16 backbone (known to fail the contract) is caught by it."""
-    net64 = _float64_reference(net)
     bf16_net = copy.deepcopy(net).set_backbone_autocast(True)
     errors = []
     for i, shape in enumerate([(1, 3, 48, 48), (2, 3, 40, 56), (1, 3, 64, 33)]):

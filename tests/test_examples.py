@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
@@ -62,7 +64,10 @@ CASES = {
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_example_smoke(name, tmp_path, weights_file, capsys):
     args, pngs, methods = CASES[name]
-    results = _load(name).main([*args, "--weights", str(weights_file), "--out", str(tmp_path), "--threads", "2"])
+    # --threads is exercised with the suite's own count: more threads than the worker's
+    # share of the cores (one under xdist) made this test 3x slower on a busy machine.
+    threads = str(torch.get_num_threads())
+    results = _load(name).main([*args, "--weights", str(weights_file), "--out", str(tmp_path), "--threads", threads])
     _check_results(results, methods)
     _check_pngs(tmp_path, pngs)
     out = capsys.readouterr().out
@@ -85,13 +90,42 @@ def test_random_weights_are_labelled_as_such(tmp_path, capsys):
     _check_pngs(tmp_path, ["optimise_loss_curves.png", "optimise_before_after.png"])
 
 
+# Every example's `--help` in ONE fresh interpreter (importing torch is most of a run's
+# cost): each script runs as `python SCRIPT --help` would run it, as __main__ with its
+# own folder first on sys.path and argv set, and its exit code and output are kept.
+_HELP_RUNNER = """
+import contextlib, io, json, runpy, sys
+out = {}
+for path in sys.argv[1:]:
+    buf, err, code = io.StringIO(), io.StringIO(), 0
+    sys.argv, sys.path[0] = [path, "--help"], str(__import__("pathlib").Path(path).parent)
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(err):
+        try:
+            runpy.run_path(path, run_name="__main__")
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException as exc:  # reported, not raised: the other scripts still run
+            code, err = 1, io.StringIO(err.getvalue() + repr(exc))
+    out[path] = [code, buf.getvalue(), err.getvalue()]
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def helps() -> dict[str, tuple[int, str, str]]:
+    paths = [str(EXAMPLES / f"{name}.py") for name in sorted(CASES)]
+    proc = subprocess.run([sys.executable, "-c", _HELP_RUNNER, *paths], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {Path(k).stem: tuple(v) for k, v in got.items()}
+
+
+@pytest.mark.xdist_group("example_help")
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_example_help_runs_as_a_script(name):
-    proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / f"{name}.py"), "--help"], capture_output=True, text=True, timeout=120
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "--weights" in proc.stdout and "--out" in proc.stdout
+def test_example_help_runs_as_a_script(helps, name):
+    code, stdout, stderr = helps[name]
+    assert code == 0, stderr
+    assert "--weights" in stdout and "--out" in stdout
 
 
 def test_classical_metrics_of_the_examples():

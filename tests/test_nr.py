@@ -303,7 +303,7 @@ def test_no_reference_example_smoke(tmp_path, nr_files, capsys):
     spec = importlib.util.spec_from_file_location("example_enhance_no_reference", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    args = ["--steps", "2", "--batch", "2", "--patch", "24", "--test-size", "64", "--threads", "2"]
+    args = ["--steps", "2", "--batch", "2", "--patch", "24", "--test-size", "64", "--threads", str(torch.get_num_threads())]
     results = mod.main([*args, "--weights", str(nr_files["quality"]), "--out", str(tmp_path)])
     assert list(results) == ["bicubic", "consistency", "consistency + NR", "HR ground truth"]
     assert all(math.isfinite(r["nr"]) for r in results.values())
