@@ -51,7 +51,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def test_eight_processes_first_use_download_once(server, tmp_path, seeded_checkpoint, net):
+def test_concurrent_processes_first_use_download_once(server, tmp_path, seeded_checkpoint, net):
     name = hash_named("cfanet_fr_test_res50", seeded_checkpoint)
     server.files[name] = ServedFile(seeded_checkpoint, chunk_delay=0.0005)
     procs = [
@@ -59,7 +59,7 @@ def test_eight_processes_first_use_download_once(server, tmp_path, seeded_checkp
             [sys.executable, "-c", WORKER, name, server.url(name), str(TESTS)],
             env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
-        for _ in range(8)
+        for _ in range(4)  # four racing first uses exercise the lock as eight did, at half the cost
     ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
