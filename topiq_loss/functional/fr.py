@@ -41,6 +41,12 @@ class TargetFeatures:
     shape: tuple[int, int, int, int]
     anchor: torch.Tensor
 
+    def fits(self, net: CFANetTrunk) -> bool:
+        """Whether these features are in ``net``'s current dtype and on its device (not
+        computed before the network was cast or moved)."""
+        held = self.features[0]
+        return held.dtype == net.h_emb.dtype and held.device == net.h_emb.device
+
 
 def to_unit_rgb(x: torch.Tensor, net: CFANetTrunk, low: float, high: float) -> torch.Tensor:
     """Grey repeated to RGB, ``(low, high)`` mapped to [0, 1], the network's dtype, and
@@ -113,9 +119,8 @@ def prepare_pred(
 def check_target_features(target: TargetFeatures, net: CFANetTrunk) -> None:
     """Refuse features computed for the network in another dtype or on another device
     (it was cast or moved since): the head would mix precisions or devices."""
-    held = target.features[0]
-    dtype, device = net.h_emb.dtype, net.h_emb.device
-    if held.dtype != dtype or held.device != device:
+    if not target.fits(net):
+        held, dtype, device = target.features[0], net.h_emb.dtype, net.h_emb.device
         raise ValueError(
             f"`target` features are {held.dtype} on {held.device} but the network is now {dtype} on "
             f"{device}: compute them again (topiq_fr_target_features, or loss.with_target) after "

@@ -235,8 +235,7 @@ class TOPIQTarget:
     def target(self) -> TargetFeatures:
         """The target's features, in the loss network's current dtype and device."""
         net = self.loss.net
-        held = self._features.features[0]
-        if held.dtype != net.h_emb.dtype or held.device != net.h_emb.device:
+        if not self._features.fits(net):
             self._features = topiq_fr_target_features(
                 self._image.to(net.h_emb.device), net=net, input_range=self.loss.input_range
             )

@@ -21,8 +21,7 @@ from .. import _checks
 from ..functional.robust import RandomTransforms, ensemble_score, private_generator
 from ..weights.registry import is_random
 
-__all__ = [
-    "weights_label","FrozenHolder", "freeze_network", "keeping_values"]
+__all__ = ["FrozenHolder", "freeze_network", "keeping_values", "weights_label"]
 
 _PROBES = itertools.count()
 _Holder = TypeVar("_Holder", bound="FrozenHolder")
