@@ -90,6 +90,10 @@ def test_random_weights_are_labelled_as_such(tmp_path, capsys):
     _check_pngs(tmp_path, ["optimise_loss_curves.png", "optimise_before_after.png"])
 
 
+#: The scripts whose `--help` runs: the smoke-tested ones and the no-reference example
+#: (smoke-tested in test_nr.py).
+HELP_ONLY = sorted([*CASES, "enhance_no_reference"])
+
 # Every example's `--help` in ONE fresh interpreter (importing torch is most of a run's
 # cost): each script runs as `python SCRIPT --help` would run it, as __main__ with its
 # own folder first on sys.path and argv set, and its exit code and output are kept.
@@ -113,7 +117,7 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def helps() -> dict[str, tuple[int, str, str]]:
-    paths = [str(EXAMPLES / f"{name}.py") for name in sorted(CASES)]
+    paths = [str(EXAMPLES / f"{name}.py") for name in HELP_ONLY]
     proc = subprocess.run([sys.executable, "-c", _HELP_RUNNER, *paths], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -121,11 +125,13 @@ def helps() -> dict[str, tuple[int, str, str]]:
 
 
 @pytest.mark.xdist_group("example_help")
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", HELP_ONLY)
 def test_example_help_runs_as_a_script(helps, name):
     code, stdout, stderr = helps[name]
     assert code == 0, stderr
     assert "--weights" in stdout and "--out" in stdout
+    if name == "enhance_no_reference":  # its weights default to the KonIQ-trained NR model
+        assert "koniq" in stdout
 
 
 def test_classical_metrics_of_the_examples():

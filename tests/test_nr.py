@@ -294,8 +294,6 @@ def test_no_reference_example_smoke(tmp_path, nr_files, capsys):
     pytest.importorskip("matplotlib", reason="the examples need matplotlib (the [examples] extra)")
     import importlib.util
     import math
-    import subprocess
-    import sys
 
     from PIL import Image
 
@@ -312,5 +310,4 @@ def test_no_reference_example_smoke(tmp_path, nr_files, capsys):
         with Image.open(tmp_path / name) as im:
             assert im.format == "PNG" and min(im.size) >= 100
     assert "TOPIQ-NR weights: seeded_untrained_quality.pth" in capsys.readouterr().out
-    proc = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0 and "koniq" in proc.stdout
+    # Its `--help` as a script runs with the other examples' (test_examples.py, one interpreter).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -16,9 +17,26 @@ _Fn = TypeVar("_Fn", bound=Callable[..., Any])
 
 
 def eager(fn: _Fn) -> _Fn:
-    """``torch.compiler.disable`` with its type kept: ``fn`` always runs eagerly (checks
-    that need a host sync, and anything that must not be traced)."""
-    return cast(_Fn, torch.compiler.disable(fn))  # type: ignore[no-untyped-call]
+    """``fn`` always runs eagerly (checks that need a host sync, and anything that must
+    not be traced), with its type kept.
+
+    Not ``torch.compiler.disable(fn)`` at import: that imports ``torch._dynamo``, about
+    a third of what ``import topiq_loss`` cost. Outside compilation ``fn`` is simply
+    called; a traced call goes through ``torch.compiler.disable(fn)``, made at the first
+    such call (dynamo is loaded by then), so the graph breaks there and ``fn`` runs
+    eagerly, as before.
+    """
+    disabled: list[Callable[..., Any]] = []
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not torch.compiler.is_compiling():
+            return fn(*args, **kwargs)
+        if not disabled:
+            disabled.append(torch.compiler.disable(fn))  # type: ignore[no-untyped-call]
+        return disabled[0](*args, **kwargs)
+
+    return cast(_Fn, wrapper)
 
 
 MIN_SIZE = 32

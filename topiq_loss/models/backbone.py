@@ -13,14 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
-from torchvision.models import resnet50
-from torchvision.models.resnet import Bottleneck
+
+if TYPE_CHECKING:
+    from torchvision.models.resnet import Bottleneck
 
 __all__ = ["ResNet50Features", "FEATURE_CHANNELS", "fold_batchnorm"]
 
@@ -85,6 +86,11 @@ class ResNet50Features(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
+        # Imported here, not at the top: torchvision's import loads torch._dynamo (its ops
+        # module), about half of what `import topiq_loss` cost, which a CLI `--help` or a
+        # weights download never needs.
+        from torchvision.models import resnet50
+
         net = resnet50(weights=None)
         self.conv1 = net.conv1
         self.bn1 = net.bn1
@@ -146,7 +152,7 @@ class ResNet50Features(nn.Module):
         if not self.fuse:
             return cast(torch.Tensor, layer(x))
         for block in layer:
-            x = _folded_block(cast(Bottleneck, block), x)
+            x = _folded_block(cast("Bottleneck", block), x)
         return x
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
