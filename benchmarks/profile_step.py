@@ -34,6 +34,7 @@ CATEGORIES = {
     "gelu / sigmoid": ("gelu", "sigmoid"),
     "layer norm / softmax": ("layer_norm", "softmax"),
 }
+CATEGORIES_ORDER = [*CATEGORIES, "elementwise, copies and the rest"]
 
 
 def category(name: str) -> str:
@@ -104,20 +105,46 @@ def main() -> None:
 
     from torch.profiler import ProfilerActivity, profile
 
-    p = pred.clone().requires_grad_(True)
-    loss(p, target).backward()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        p = pred.clone().requires_grad_(True)
-        loss(p, target).backward()
-    cats: dict[str, float] = defaultdict(float)
-    for ev in prof.key_averages():
-        cats[category(ev.key)] += ev.self_cpu_time_total
-    whole = sum(cats.values())
-    print("\n| op category (self CPU time, one default step, forward + backward) | ms | share |\n|---|---|---|")
-    for cat, us in sorted(cats.items(), key=lambda kv: -kv[1]):
-        print(f"| {cat} | {us / 1e3:.1f} | {us / whole:.1%} |")
-    print("\ntop ops:")
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+    from topiq_loss.models.backbone import ResNet50Features
+
+    score_loss = TOPIQLoss(net=loss.net, objective="score")
+    bound_bb = ResNet50Features().requires_grad_(False)
+
+    def bound(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        # bench_loss.py's fast bound: ResNet50 forward on 2N images, backward on N.
+        with torch.no_grad():
+            bound_bb(t)
+        return sum(f.mean() for f in bound_bb(p))  # type: ignore[return-value]
+
+    steps = {"default": loss, "score": score_loss, "fast bound": bound}
+    # Self CPU time by category, median over profiled runs taken in turn.
+    per_run: dict[str, dict[str, list[float]]] = {k: defaultdict(list) for k in steps}
+    tops = {}
+    for rep in range(1 + args.repeats):
+        for name, fn in steps.items():
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                p = pred.clone().requires_grad_(True)
+                fn(p, target).backward()
+            if rep == 0:
+                continue  # warm-up
+            cats: dict[str, float] = defaultdict(float)
+            for ev in prof.key_averages():
+                cats[category(ev.key)] += ev.self_cpu_time_total / 1e3
+            for cat in CATEGORIES_ORDER:
+                per_run[name][cat].append(cats.get(cat, 0.0))
+            tops[name] = prof
+    med = {k: {c: statistics.median(v[c]) for c in CATEGORIES_ORDER} for k, v in per_run.items()}
+    print(f"\n| op category (self CPU ms, forward + backward, median of {args.repeats}) | default | score | fast bound "
+          "| default - bound | score - bound |\n|---|---|---|---|---|---|")
+    totals = {k: sum(v.values()) for k, v in med.items()}
+    for cat in CATEGORIES_ORDER:
+        d, sc, b = med["default"][cat], med["score"][cat], med["fast bound"][cat]
+        print(f"| {cat} | {d:.1f} | {sc:.1f} | {b:.1f} | {d - b:+.1f} | {sc - b:+.1f} |")
+    d, sc, b = totals["default"], totals["score"], totals["fast bound"]
+    print(f"| **all** | {d:.1f} | {sc:.1f} | {b:.1f} | {d - b:+.1f} | {sc - b:+.1f} |")
+    print(f"\nratios of self CPU time: default / bound {d / b:.3f}, score / bound {sc / b:.3f}, default / score {d / sc:.3f}")
+    print("\ntop ops of the default step:")
+    print(tops["default"].key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 
 
 if __name__ == "__main__":
