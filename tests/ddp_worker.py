@@ -1,5 +1,6 @@
-"""The ranks of the multi-process tests (tests/test_distributed.py); also their
-single-process twin. Not a test module: run as ``python ddp_worker.py ...``.
+"""The ranks of the multi-process tests (tests/test_distributed.py), run as
+``python ddp_worker.py ...``; ``twin`` is their single-process twin, called in the test's
+own process. Not a test module.
 
 A small generator holds its own frozen TOPIQLoss (default weights, served by a local
 test server into an empty cache). One spawn of two ranks trains copies of it with
@@ -110,6 +111,21 @@ def _run_lightning(rank: int, world: int, lightning_args: list[str]) -> None:
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     mod.main(lightning_args)
+
+
+def twin(out_dir: Path) -> None:
+    """The single-process twin, run in the calling process (no process start, no process
+    group): the ranks' initial generator (seed 0; the caller's RNG is left as it was)
+    trained on the whole batch. The caller points the default weights and TORCH_HOME."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the ranks: the loss's gradient is sign-like, so float
+    try:  # sums reordered by another thread count move the trained weights by ~1e-4
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            initial = Generator()
+        _run_mode("ddp", initial, 0, 1, out_dir)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def main() -> None:

@@ -46,7 +46,8 @@ def _run(world: int, out: Path, name: str, url: str, torch_home: Path, modes: st
 
 @pytest.fixture(scope="module")
 def spawn(tmp_path_factory, seeded_checkpoint, weights_file):
-    """Two ranks (DDP, FSDP2, Lightning) from an empty cache, then the single-process twin."""
+    """Two ranks (DDP, FSDP2, Lightning) from an empty cache, then the single-process twin
+    (from its own empty cache)."""
     out = tmp_path_factory.mktemp("distributed")
     state, srv = start_server()
     try:
@@ -57,7 +58,17 @@ def spawn(tmp_path_factory, seeded_checkpoint, weights_file):
         ranks = _run(2, out, name, state.url(name), out / "ddp_home", modes, lightning_args if LIGHTNING else [])
         hits_after_ranks = state.hits(name)
         cache = sorted(p.name for p in (out / "ddp_home" / "hub" / "checkpoints").iterdir())
-        _run(1, out, name, state.url(name), out / "single_home", "ddp")
+        # The twin runs here (torch is imported, one thread per xdist worker as in the ranks):
+        # a third process start would cost more than its training.
+        from ddp_worker import twin
+        from weights_server import entry_for
+
+        import topiq_loss.weights.registry as w
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setitem(w.WEIGHTS, "kadid", entry_for(name, state.url(name)))
+            mp.setenv("TORCH_HOME", str(out / "single_home"))
+            twin(out)
         yield {
             "out": out, "name": name, "url": state.url(name), "state": state, "ranks": ranks,
             "hits_after_ranks": hits_after_ranks, "cache": cache,
