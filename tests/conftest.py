@@ -33,10 +33,6 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-# Under pytest-xdist (setup.cfg runs `-n auto`) each worker is one process per core:
-# one torch thread each, and one in the processes the tests start (examples, DDP ranks,
-# the CLI), so that no process spins OpenMP threads on a core another one is using (on
-# a busy 2-core machine two threads made a small forward pass 5x slower than one).
 # glibc hands blocks above its (adaptive) mmap threshold back to the kernel at free, and
 # the next call page-faults them in afresh: the suite's many large temporaries cost about
 # a third more system time that way (tests/test_parity, test_anchor, test_properties: 10.6
@@ -47,6 +43,10 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(1 << 30))
 os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", str(16 << 30))
 
+# Under pytest-xdist (setup.cfg runs `-n auto`) each worker is one process per core:
+# one torch thread each, and one in the processes the tests start (examples, DDP ranks,
+# the CLI), so that no process spins OpenMP threads on a core another one is using (on
+# a busy 2-core machine two threads made a small forward pass 5x slower than one).
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)

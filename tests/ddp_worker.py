@@ -145,14 +145,13 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)  # same initialisation on every rank and in the twin
     initial = Generator()  # one download (under the lock) and one network for every mode
-    if world > 1:
-        dist.init_process_group("gloo", init_method=os.environ["TOPIQ_TEST_RENDEZVOUS"], rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=os.environ["TOPIQ_TEST_RENDEZVOUS"], rank=rank, world_size=world)
     for mode in modes:
         if mode == "lightning":
             _run_lightning(rank, world, lightning_args)
         else:
             _run_mode(mode, copy.deepcopy(initial), rank, world, Path(out_dir))
-    if world > 1 and dist.is_initialized():
+    if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
 

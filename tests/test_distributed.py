@@ -58,8 +58,8 @@ def spawn(tmp_path_factory, seeded_checkpoint, weights_file):
         ranks = _run(2, out, name, state.url(name), out / "ddp_home", modes, lightning_args if LIGHTNING else [])
         hits_after_ranks = state.hits(name)
         cache = sorted(p.name for p in (out / "ddp_home" / "hub" / "checkpoints").iterdir())
-        # The twin runs here (torch is imported, one thread per xdist worker as in the ranks):
-        # a third process start would cost more than its training.
+        # The twin runs in this process (torch is already imported; it trains on one thread,
+        # as the ranks do): a third process start would cost more than its training.
         from ddp_worker import twin
         from weights_server import entry_for
 

@@ -91,7 +91,6 @@ def keeping_values(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torc
     return lambda t: t.to(device=device)
 
 
-
 class FrozenHolder(nn.Module):
     """Base of every loss module here: a hidden frozen network, robust-mode options, eval mode.
 
