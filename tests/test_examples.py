@@ -90,9 +90,9 @@ def test_random_weights_are_labelled_as_such(tmp_path, capsys):
     _check_pngs(tmp_path, ["optimise_loss_curves.png", "optimise_before_after.png"])
 
 
-#: The scripts whose `--help` runs: the smoke-tested ones and the no-reference example
-#: (smoke-tested in test_nr.py).
-HELP_ONLY = sorted([*CASES, "enhance_no_reference"])
+#: The scripts whose `--help` runs: the smoke-tested ones, the no-reference example
+#: (smoke-tested in test_nr.py) and the face example.
+HELP_ONLY = sorted([*CASES, "enhance_no_reference", "face_restoration"])
 
 # Every example's `--help` in ONE fresh interpreter (importing torch is most of a run's
 # cost): each script runs as `python SCRIPT --help` would run it, as __main__ with its
@@ -132,6 +132,21 @@ def test_example_help_runs_as_a_script(helps, name):
     assert "--weights" in stdout and "--out" in stdout
     if name == "enhance_no_reference":  # its weights default to the KonIQ-trained NR model
         assert "koniq" in stdout
+    if name == "face_restoration":  # the face models are listed among the NR weights
+        assert "face" in stdout
+
+
+def test_face_example_trains_with_the_face_loss(tmp_path, capsys):
+    # Random NR weights (a face checkpoint cannot be downloaded here): the loop, the
+    # ground-truth-anchored face term and the figures, not the model's judgement.
+    results = _load("face_restoration").main(
+        ["--steps", "2", "--size", "48", "--batch", "2", "--weights", "random", "--out", str(tmp_path)]
+    )
+    assert list(results) == ["degraded", "L1", "L1 + face", "ground truth"]
+    assert all(math.isfinite(r["face"]) for r in results.values())
+    assert results["L1 + face"]["psnr"] != results["L1"]["psnr"]  # the face term changed the training
+    _check_pngs(tmp_path, ["face_loss_curves.png", "face_before_after.png"])
+    assert "UNTRAINED random TOPIQ weights" in capsys.readouterr().out
 
 
 def test_classical_metrics_of_the_examples():
