@@ -9,7 +9,7 @@ import torch
 
 import topiq_loss
 import topiq_loss.weights.builder as networks_mod
-import topiq_loss.weights.download as download_mod
+import topiq_loss.weights.hub as hub_mod
 from topiq_loss import (
     NR_WEIGHTS,
     REGISTRY,
@@ -164,7 +164,7 @@ def no_download(monkeypatch, tmp_path):
     def refuse(*args, **kwargs):
         raise AssertionError("nothing may be downloaded or loaded")
 
-    monkeypatch.setattr(download_mod, "fetch", refuse)
+    monkeypatch.setattr(hub_mod, "download_weights", refuse)
     monkeypatch.setattr(networks_mod, "load_network", refuse)
     return tmp_path / "empty_cache"
 

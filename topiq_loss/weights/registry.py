@@ -1,9 +1,7 @@
 """Registry of the official CFANet checkpoints (TOPIQ-FR, TOPIQ-NR, TOPIQ-IAA, ResNet50).
 
 Only metadata lives here, with :class:`WeightsError`, the one error of the weights
-path: :mod:`topiq_loss.weights.hub` downloads, verifies and caches (through
-:mod:`~topiq_loss.weights.download`, :mod:`~topiq_loss.weights.integrity` and
-:mod:`~topiq_loss.weights.checkpoint`).
+path: :mod:`topiq_loss.weights.hub` finds, downloads and checks the files.
 One registry, :data:`REGISTRY`, holds every entry under a unique name; each entry
 knows its kind (``"fr"``, ``"nr"``, ``"iaa"``), the network it fits (``build``), the
 input resize the model was evaluated with and its score range. :data:`WEIGHTS` and
@@ -28,10 +26,12 @@ __all__ = [
     "DEFAULT_NR_WEIGHTS",
     "DEFAULT_WEIGHTS",
     "DEFAULT_WEIGHTS_BY_KIND",
+    "HUB_REPO",
     "KINDS",
     "Kind",
     "NR_WEIGHTS",
     "RANDOM",
+    "RELEASE",
     "REGISTRY",
     "WEIGHTS",
     "WeightsEntry",
@@ -47,8 +47,10 @@ __all__ = [
     "list_weights",
 ]
 
-_GITHUB = "https://github.com/chaofengc/IQA-PyTorch/releases/download/v0.1-weights"
-_HF = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main"
+#: Where the official files are published: the Hugging Face Hub repository pyiqa fetches
+#: them from, and the GitHub release that holds the same files.
+HUB_REPO = "chaofengc/IQA-PyTorch-Weights"
+RELEASE = "https://github.com/chaofengc/IQA-PyTorch/releases/download/v0.1-weights"
 
 _PAPER = (
     "Chen et al., TOPIQ: A Top-down Approach from Semantics to Distortions for "
@@ -97,24 +99,25 @@ class WeightsEntry:
         name: registry key (``"kadid"``, ``"koniq"``, ...).
         kind: what it scores, one of :data:`KINDS` (``build`` must make that network).
         filename: file name as published; torch.hub-style ``<stem>-<sha256[:8]>.pth``.
-        sha256_prefix: the published hash prefix (no full digest is published).
-        urls: download locations in priority order.
+        sha256_prefix: the hash prefix in the file name.
+        hub_repo: the Hugging Face Hub repository holding ``filename``.
+        release: base URL of the GitHub release holding ``filename``.
         build: makes the (randomly initialised) network the file loads into.
         resize: short side the model was evaluated at (antialiased resize), or None
             to take images as given.
         score_range: (worst, best) score, used to map a score to a 0-is-best loss.
         sha256: the file's full digest where someone with the official file has
-            filled it in; empty today (no full digest is published). When set, only a
-            file with exactly this digest is accepted.
-        max_bytes: downloads larger than this are refused (the CFANet files are
-            about 138-200 MiB).
+            filled it in. When set, only a file with exactly this digest is accepted.
+        max_bytes: a larger file is refused before it is hashed (the CFANet files are
+            about 138-280 MiB).
         meta: training data, what it measures, licence, paper.
     """
 
     name: str
     filename: str
     sha256_prefix: str
-    urls: tuple[str, ...]
+    hub_repo: str = HUB_REPO
+    release: str = RELEASE
     build: Callable[[], nn.Module] = field(default=CFANetFR, compare=False)
     resize: int | None = None
     score_range: tuple[float, float] = (0.0, 1.0)
@@ -126,6 +129,11 @@ class WeightsEntry:
     def __post_init__(self) -> None:
         check_kind(self.kind)
 
+    @property
+    def urls(self) -> tuple[str, str]:
+        """The file's two official addresses: the GitHub release, the Hub (``HF_ENDPOINT`` aside)."""
+        return f"{self.release}/{self.filename}", f"https://huggingface.co/{self.hub_repo}/resolve/main/{self.filename}"
+
 
 def _entry(name: str, filename: str, kind: Kind, dataset: str, measures: str, **kwargs: object) -> WeightsEntry:
     prefix = filename.rsplit("-", 1)[1].split(".", 1)[0]
@@ -135,7 +143,6 @@ def _entry(name: str, filename: str, kind: Kind, dataset: str, measures: str, **
         name=name,
         filename=filename,
         sha256_prefix=prefix,
-        urls=(f"{_GITHUB}/{filename}", f"{_HF}/{filename}"),
         kind=kind,
         build=BUILD_BY_KIND[kind],
         meta={
