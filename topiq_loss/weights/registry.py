@@ -1,17 +1,14 @@
-"""Registry of the official CFANet checkpoints (TOPIQ-FR, TOPIQ-NR, TOPIQ-IAA, ResNet50).
+"""Registry of the official CFANet checkpoints (TOPIQ-FR, TOPIQ-NR, TOPIQ-IAA, ResNet50): metadata only.
 
-Only metadata lives here, with :class:`WeightsError`, the one error of the weights
-path: :mod:`topiq_loss.weights.hub` finds, downloads and checks the files.
-One registry, :data:`REGISTRY`, holds every entry under a unique name; each entry
-knows its kind (``"fr"``, ``"nr"``, ``"iaa"``), the network it fits (``build``), the
-input resize the model was evaluated with and its score range. :data:`WEIGHTS` and
-:data:`NR_WEIGHTS` are live views of it by kind. The weights are the TOPIQ authors'
-and carry their terms (non-commercial use); this package never bundles them.
+:data:`REGISTRY` holds every entry under a unique name; each knows its file, its kind
+(``"fr"``, ``"nr"``, ``"iaa"``), the network it fits (``build``), its input resize and score
+range; its sources follow from its file name (:mod:`topiq_loss.weights.hub` fetches and checks).
+The weights are the TOPIQ authors' and carry their terms (non-commercial use); never bundled.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -21,41 +18,17 @@ from .._errors import WeightsArgumentError, WeightsError, WeightsFileNotFoundErr
 from ..models.cfanet_fr import CFANetFR
 from ..models.cfanet_nr import CFANetNR
 
-__all__ = [
-    "BUILD_BY_KIND",
-    "DEFAULT_NR_WEIGHTS",
-    "DEFAULT_WEIGHTS",
-    "DEFAULT_WEIGHTS_BY_KIND",
-    "HUB_REPO",
-    "KINDS",
-    "Kind",
-    "NR_WEIGHTS",
-    "RANDOM",
-    "RELEASE",
-    "REGISTRY",
-    "WEIGHTS",
-    "WeightsEntry",
-    "WeightsArgumentError",
-    "WeightsError",
-    "WeightsFileNotFoundError",
-    "WeightsKindError",
-    "WeightsView",
-    "check_kind",
-    "entry_for_file",
-    "is_random",
-    "get_weights_entry",
-    "list_weights",
-]
+__all__ = ["BUILD_BY_KIND", "DEFAULT_NR_WEIGHTS", "DEFAULT_WEIGHTS", "DEFAULT_WEIGHTS_BY_KIND", "HUB_REPO", "KINDS",
+           "Kind", "NR_WEIGHTS", "RANDOM", "RELEASE", "REGISTRY", "WEIGHTS", "WeightsEntry", "WeightsArgumentError",
+           "WeightsError", "WeightsFileNotFoundError", "WeightsKindError", "check_kind", "entry_for_file", "is_random",
+           "get_weights_entry", "list_weights"]
 
 #: Where the official files are published: the Hugging Face Hub repository pyiqa fetches
 #: them from, and the GitHub release that holds the same files.
 HUB_REPO = "chaofengc/IQA-PyTorch-Weights"
 RELEASE = "https://github.com/chaofengc/IQA-PyTorch/releases/download/v0.1-weights"
 
-_PAPER = (
-    "Chen et al., TOPIQ: A Top-down Approach from Semantics to Distortions for "
-    "Image Quality Assessment, IEEE TIP 2024"
-)
+_PAPER = "Chen et al., TOPIQ: A Top-down Approach from Semantics to Distortions for Image Quality Assessment, IEEE TIP 2024"
 _LICENSE = "TOPIQ authors' terms (IQA-PyTorch weights): non-commercial research use"
 
 #: The ``weights=`` spelling of an untrained network (tests only), in Python, YAML and
@@ -76,11 +49,7 @@ Kind = Literal["fr", "nr", "iaa"]
 KINDS: Final[tuple[Kind, ...]] = ("fr", "nr", "iaa")
 
 #: The (randomly initialised) network each kind of checkpoint loads into.
-BUILD_BY_KIND: Final[Mapping[str, Callable[[], nn.Module]]] = {
-    "fr": CFANetFR,
-    "nr": CFANetNR,
-    "iaa": CFANetNR.aesthetics,
-}
+BUILD_BY_KIND: Final[Mapping[str, Callable[[], nn.Module]]] = {"fr": CFANetFR, "nr": CFANetNR, "iaa": CFANetNR.aesthetics}
 
 
 def check_kind(kind: object) -> Kind:
@@ -157,7 +126,7 @@ def _entry(name: str, filename: str, kind: Kind, dataset: str, measures: str, **
 
 
 #: Every official checkpoint, by unique name, full-reference first. The one registry:
-#: :data:`WEIGHTS` and :data:`NR_WEIGHTS` are views of it.
+#: :data:`WEIGHTS` and :data:`NR_WEIGHTS` read it.
 REGISTRY: dict[str, WeightsEntry] = {
     "kadid": _entry(
         "kadid", "cfanet_fr_kadid_res50-2c4cc61d.pth", "fr", "KADID-10k",
@@ -198,35 +167,17 @@ def list_weights(kind: str | None = None) -> list[str]:
     return [name for name, e in REGISTRY.items() if e.kind in kinds]
 
 
-class WeightsView(MutableMapping[str, WeightsEntry]):
-    """The entries of :data:`REGISTRY` of some kinds, read and written through.
+class _OfKinds(Mapping[str, WeightsEntry]):
+    """The entries of :data:`REGISTRY` of some kinds, read at each access (read-only:
+    change :data:`REGISTRY` to change them)."""
 
-    Live, not a copy: code (and tests) that replace ``WEIGHTS["kadid"]`` change the entry
-    every loader sees.
-    """
-
-    def __init__(self, kinds: tuple[Kind, ...]) -> None:
+    def __init__(self, *kinds: Kind) -> None:
         self.kinds = kinds
 
     def __getitem__(self, name: str) -> WeightsEntry:
-        entry = REGISTRY[name]
-        if entry.kind not in self.kinds:
+        if REGISTRY[name].kind not in self.kinds:
             raise KeyError(name)
-        return entry
-
-    def __setitem__(self, name: str, entry: WeightsEntry) -> None:
-        if entry.kind not in self.kinds:
-            raise ValueError(f"this view holds entries of kinds {self.kinds}; got one of kind {entry.kind!r}")
-        held = REGISTRY.get(name)
-        if held is not None and held.kind not in self.kinds:
-            # Names are unique across kinds: replacing koniq through WEIGHTS would hide it from NR_WEIGHTS.
-            raise ValueError(f"{name!r} already names an entry of kind {held.kind!r}; names are unique across kinds")
-        REGISTRY[name] = entry
-
-    def __delitem__(self, name: str) -> None:
-        if name not in self:
-            raise KeyError(name)
-        del REGISTRY[name]
+        return REGISTRY[name]
 
     def __iter__(self) -> Iterator[str]:
         return iter([name for name, e in REGISTRY.items() if e.kind in self.kinds])
@@ -234,21 +185,18 @@ class WeightsView(MutableMapping[str, WeightsEntry]):
     def __len__(self) -> int:
         return sum(e.kind in self.kinds for e in REGISTRY.values())
 
-    def __repr__(self) -> str:
-        return repr(dict(self))
-
 
 #: Full-reference (TOPIQ-FR) checkpoints, for :class:`~topiq_loss.TOPIQLoss`.
-WEIGHTS: WeightsView = WeightsView(("fr",))
+WEIGHTS: Mapping[str, WeightsEntry] = _OfKinds("fr")
 DEFAULT_WEIGHTS = DEFAULT_WEIGHTS_BY_KIND["fr"]
 
 #: No-reference checkpoints (TOPIQ-NR quality, TOPIQ-IAA aesthetics), for
 #: :class:`~topiq_loss.TOPIQNRLoss`.
-NR_WEIGHTS: WeightsView = WeightsView(("nr", "iaa"))
+NR_WEIGHTS: Mapping[str, WeightsEntry] = _OfKinds("nr", "iaa")
 DEFAULT_NR_WEIGHTS = DEFAULT_WEIGHTS_BY_KIND["nr"]
 
 
-def get_weights_entry(name: str, registry: Mapping[str, WeightsEntry] = WEIGHTS) -> WeightsEntry:
+def get_weights_entry(name: str, registry: Mapping[str, WeightsEntry] = REGISTRY) -> WeightsEntry:
     """The registry entry called ``name``; a ValueError lists the valid names."""
     try:
         return registry[name]
