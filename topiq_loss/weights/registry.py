@@ -113,7 +113,7 @@ def _entry(name: str, filename: str, kind: Kind, dataset: str, measures: str, **
         filename=filename,
         sha256_prefix=prefix,
         kind=kind,
-        build=BUILD_BY_KIND[kind],
+        build=kwargs.pop("build", BUILD_BY_KIND[kind]),  # type: ignore[arg-type]  # an entry may name its own network
         meta={
             "dataset": dataset,
             "measures": measures,
