@@ -6,6 +6,12 @@ import os
 import sys
 from pathlib import Path
 
+# No test reaches the network: the Hub client (and so every download) starts offline. It reads
+# HF_HUB_OFFLINE when imported; the `server` fixture turns it off around a test that serves files.
+os.environ["HF_HUB_OFFLINE"] = "1"
+if "huggingface_hub.constants" in sys.modules:  # imported before this file: set what it read
+    sys.modules["huggingface_hub.constants"].HF_HUB_OFFLINE = True
+
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
@@ -133,10 +139,26 @@ def distort(x: torch.Tensor, seed: int, level: float = 0.1) -> torch.Tensor:
     return (x + level * torch.randn(x.shape, generator=g)).clamp(0, 1)
 
 
+def point_hub_at(monkeypatch, endpoint: str, cache: Path) -> None:
+    """What HF_ENDPOINT, HF_HUB_CACHE and HF_HUB_OFFLINE=0 would have set had they been in the
+    environment when huggingface_hub was imported (it reads them then, into its constants).
+    tests/test_hub.py checks the variables themselves in a fresh interpreter."""
+    import huggingface_hub.constants as hf
+
+    monkeypatch.setattr(hf, "ENDPOINT", endpoint)
+    monkeypatch.setattr(hf, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hf, "AGENT_HARNESSES_PATH", str(cache / "agent_harnesses.json"))  # not in HF_HOME
+
+
 @pytest.fixture()
-def server():
-    """A weights HTTP server on 127.0.0.1 (see weights_server.py), stopped after the test."""
+def server(monkeypatch, tmp_path_factory):
+    """A weights HTTP server on 127.0.0.1 (see weights_server.py), stopped after the test; the
+    Hub client talks to it, with a cache of its own, and TORCH_HOME is a fresh folder."""
     state, srv = start_server()
+    point_hub_at(monkeypatch, f"http://127.0.0.1:{state.port}", tmp_path_factory.mktemp("hf_cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
     yield state
     srv.shutdown()
     srv.server_close()
@@ -144,11 +166,12 @@ def server():
 
 @pytest.fixture()
 def fresh_hub_state(monkeypatch):
-    """Act as a new process for the hub: nothing verified yet, no mirror set."""
+    """Act as a new process for the hub: nothing checked yet, no mirror or pins set."""
     import topiq_loss.weights.hub as hub
 
-    monkeypatch.setattr(hub, "_verified", {})
+    monkeypatch.setattr(hub, "_checked", {})
     monkeypatch.delenv(hub.MIRROR_ENV, raising=False)
+    monkeypatch.delenv(hub.PINS_ENV, raising=False)
 
 
 # The longest modules first (measured, a few to 90 s each on a busy 2-core machine): under

@@ -12,6 +12,7 @@ batch each) and runs the Lightning example on the same two ranks, so the workers
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import sys
@@ -141,7 +142,8 @@ def main() -> None:
 
     import topiq_loss.weights.registry as w
 
-    w.WEIGHTS["kadid"] = entry_for(name, url)  # the default weights, from the local server
+    # the default weights, from the local server's release folder
+    w.REGISTRY["kadid"] = dataclasses.replace(entry_for(name, url), name="kadid")
     torch.set_num_threads(1)
     torch.manual_seed(0)  # same initialisation on every rank and in the twin
     initial = Generator()  # one download (under the lock) and one network for every mode

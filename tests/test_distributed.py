@@ -5,6 +5,7 @@ below asserts its own part of that run."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -31,6 +32,8 @@ def _run(world: int, out: Path, name: str, url: str, torch_home: Path, modes: st
     store = out / f"store_of{world}"
     store.unlink(missing_ok=True)
     env = dict(os.environ, TOPIQ_TEST_RENDEZVOUS=f"file://{store}", TORCH_HOME=str(torch_home))
+    # The fake Hub (it lacks the file: the release folder `url` serves it), online.
+    env.update(HF_ENDPOINT=url.rsplit("/", 1)[0], HF_HUB_OFFLINE="0", HF_HOME=str(torch_home / "hf"))
     env.pop("TOPIQ_LOSS_MIRROR", None)
     procs = [
         subprocess.Popen(
@@ -52,25 +55,27 @@ def spawn(tmp_path_factory, seeded_checkpoint, weights_file):
     state, srv = start_server()
     try:
         name = hash_named("cfanet_fr_ddp_res50", seeded_checkpoint)
-        state.files[name] = ServedFile(seeded_checkpoint, chunk_delay=0.0002)
+        state.files["rel/" + name] = ServedFile(seeded_checkpoint, chunk_delay=0.0002)
         modes = "ddp,fsdp,lightning" if LIGHTNING else "ddp,fsdp"
         lightning_args = [*LIGHTNING_ARGS, "--weights", str(weights_file), "--out", str(out / "lt")]
-        ranks = _run(2, out, name, state.url(name), out / "ddp_home", modes, lightning_args if LIGHTNING else [])
-        hits_after_ranks = state.hits(name)
-        cache = sorted(p.name for p in (out / "ddp_home" / "hub" / "checkpoints").iterdir())
+        ranks = _run(2, out, name, state.url("rel"), out / "ddp_home", modes, lightning_args if LIGHTNING else [])
+        hits_after_ranks = state.hits("rel/" + name)
+        cache = sorted(p.name for p in (out / "ddp_home" / "hub" / "checkpoints").iterdir() if p.suffix != ".lock")
         # The twin runs in this process (torch is already imported; it trains on one thread,
         # as the ranks do): a third process start would cost more than its training.
+        from conftest import point_hub_at
         from ddp_worker import twin
         from weights_server import entry_for
 
         import topiq_loss.weights.registry as w
 
         with pytest.MonkeyPatch.context() as mp:
-            mp.setitem(w.WEIGHTS, "kadid", entry_for(name, state.url(name)))
+            mp.setitem(w.REGISTRY, "kadid", dataclasses.replace(entry_for(name, state.url("rel")), name="kadid"))
             mp.setenv("TORCH_HOME", str(out / "single_home"))
+            point_hub_at(mp, state.url().rstrip("/"), out / "single_home" / "hf")
             twin(out)
         yield {
-            "out": out, "name": name, "url": state.url(name), "state": state, "ranks": ranks,
+            "out": out, "name": name, "url": state.url("rel"), "state": state, "ranks": ranks,
             "hits_after_ranks": hits_after_ranks, "cache": cache,
         }
     finally:
@@ -87,7 +92,7 @@ def test_two_process_ddp_equals_one_process_on_the_whole_batch(spawn):
     reports = _reports(out, "ddp", 2)
     # First use on two ranks with an empty cache: one download, under the lock.
     assert spawn["hits_after_ranks"] == 1
-    assert spawn["cache"] == [name]  # the lock file ends with the download
+    assert spawn["cache"] == [name]
     ranks = [torch.load(out / f"ddp_rank{r}_of2.pt", weights_only=True) for r in range(2)]
     single = torch.load(out / "ddp_rank0_of1.pt", weights_only=True)
     # The loss network is in no DDP bucket and in no checkpoint.
@@ -103,17 +108,19 @@ def test_two_process_ddp_equals_one_process_on_the_whole_batch(spawn):
     assert (init[0].weight - single["body.0.weight"]).abs().max() > 1e-4
     # A checkpoint written by rank 0 loads strictly into a fresh generator (which builds
     # its own loss from the now cached weights).
+    from conftest import point_hub_at
     from ddp_worker import Generator
     from weights_server import entry_for
 
     import topiq_loss.weights.registry as w
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(w.WEIGHTS, "kadid", entry_for(name, spawn["url"]))
+        mp.setitem(w.REGISTRY, "kadid", dataclasses.replace(entry_for(name, spawn["url"]), name="kadid"))
         mp.setenv("TORCH_HOME", str(out / "ddp_home"))
+        point_hub_at(mp, state.url().rstrip("/"), out / "ddp_home" / "hf")
         fresh = Generator()
     fresh.load_state_dict(ranks[0], strict=True)
-    assert state.hits(name) == 2  # the ranks' one download and the single run's; none more
+    assert state.hits("rel/" + name) == 2  # the ranks' one download and the single run's; none more
 
 
 def test_fsdp2_on_cpu_shards_the_generator_not_the_loss(spawn):

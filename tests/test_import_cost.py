@@ -1,8 +1,9 @@
-"""What `import topiq_loss` loads: not torch._dynamo, not torchvision.
+"""What `import topiq_loss` loads: not torch._dynamo, not torchvision, not huggingface_hub.
 
 Both come in only when needed (a network is built, a call is compiled): together they were
 more than half of the 5.5 s an `import topiq_loss` took here, paid by every CLI start
-(`topiq-loss --help` included) and every worker process.
+(`topiq-loss --help` included) and every worker process. huggingface_hub is imported when a
+file is looked for beyond this library's and pyiqa's caches (issue #35).
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ _PROBE = """
 import contextlib, io, json, sys
 import topiq_loss
 from topiq_loss.cli import main
-after_import = sorted(m for m in ("torch._dynamo", "torchvision") if m in sys.modules)
+after_import = sorted(m for m in ("torch._dynamo", "torchvision", "huggingface_hub") if m in sys.modules)
 with contextlib.redirect_stdout(io.StringIO()):
     try:
         main(["--help"])
     except SystemExit:
         pass
-after_help = sorted(m for m in ("torch._dynamo", "torchvision") if m in sys.modules)
+after_help = sorted(m for m in ("torch._dynamo", "torchvision", "huggingface_hub") if m in sys.modules)
 print(json.dumps([after_import, after_help, "torch" in sys.modules]))
 """
 

@@ -58,7 +58,7 @@ MODULES = [
     "topiq_loss.training.restoration",
     "topiq_loss.training.gan",
     "topiq_loss.functional.robust",
-    "topiq_loss.weights.integrity",
+    "topiq_loss.weights.hub",
 ]
 
 

@@ -9,12 +9,10 @@ import torch
 
 import topiq_loss
 import topiq_loss.weights.builder as networks_mod
-import topiq_loss.weights.download as download_mod
 from topiq_loss import (
     NR_WEIGHTS,
     REGISTRY,
     WEIGHTS,
-    CFANetFR,
     CFANetNR,
     TOPIQLoss,
     WeightsError,
@@ -22,6 +20,7 @@ from topiq_loss import (
     build_nr_network,
     list_weights,
 )
+from topiq_loss.weights.builder import weights_entry
 from topiq_loss.weights.checkpoint import LAYOUTS
 from topiq_loss.weights.registry import (
     BUILD_BY_KIND,
@@ -29,7 +28,6 @@ from topiq_loss.weights.registry import (
     DEFAULT_WEIGHTS,
     DEFAULT_WEIGHTS_BY_KIND,
     KINDS,
-    WeightsEntry,
     WeightsKindError,
 )
 
@@ -78,17 +76,24 @@ def test_the_old_registries_are_the_kind_filtered_views():
         assert REGISTRY[name].kind == kind
 
 
-def test_the_views_write_through_to_the_registry(monkeypatch):
-    local = dataclasses.replace(WEIGHTS["kadid"], urls=("http://127.0.0.1:9/kadid.pth",))
-    monkeypatch.setitem(WEIGHTS, "kadid", local)
-    assert REGISTRY["kadid"] is local and WEIGHTS["kadid"] is local
+def test_the_old_registries_read_the_registry_and_are_read_only(monkeypatch):
+    local = dataclasses.replace(REGISTRY["kadid"], filename="kadid-00000000.pth", sha256_prefix="0" * 8)
+    monkeypatch.setitem(REGISTRY, "kadid", local)
+    assert WEIGHTS["kadid"] is local
     monkeypatch.undo()
-    assert REGISTRY["kadid"] is not local and REGISTRY["kadid"].urls[0].startswith("https://github.com/")
-    with pytest.raises(ValueError, match=r"holds entries of kinds \('nr', 'iaa'\); got one of kind 'fr'"):
-        NR_WEIGHTS["mine"] = WeightsEntry(name="mine", filename="mine-00000000.pth", sha256_prefix="0" * 8, urls=())
-    with pytest.raises(ValueError, match="'koniq' already names an entry of kind 'nr'"):
-        WEIGHTS["koniq"] = REGISTRY["kadid"]  # names are unique across kinds
-    assert "mine" not in REGISTRY and REGISTRY["koniq"].kind == "nr"
+    assert WEIGHTS["kadid"] is REGISTRY["kadid"] and REGISTRY["kadid"].urls[0].startswith("https://github.com/")
+    with pytest.raises(TypeError):
+        NR_WEIGHTS["mine"] = REGISTRY["koniq"]  # change REGISTRY instead
+    assert "mine" not in REGISTRY
+
+
+def test_an_entry_describes_a_test_file_by_its_name_alone():
+    entry = dataclasses.replace(REGISTRY["kadid"], filename="mine-0123abcd.pth", sha256_prefix="0123abcd")
+    assert entry.urls == (
+        "https://github.com/chaofengc/IQA-PyTorch/releases/download/v0.1-weights/mine-0123abcd.pth",
+        "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main/mine-0123abcd.pth",
+    )
+    assert entry.kind == "fr" and entry.hub_repo == "chaofengc/IQA-PyTorch-Weights"
 
 
 def test_the_package_exports_the_registry():
@@ -99,16 +104,17 @@ def test_the_package_exports_the_registry():
 # ------------------------------------------------------------------ build_network: which weights, which kind
 @pytest.fixture()
 def calls(monkeypatch):
-    """load_network replaced by a recorder: what build_network asks for, without building."""
+    """No download, no load, no CFANet: what build_network asks resolve_weights for, and the
+    kind of network it then builds."""
     seen = []
 
-    def fake_load(weights, registry, default_build, layout_builds, cache_dir, progress):
-        seen.append(
-            {"weights": weights, "registry": list(registry), "default": default_build, "layouts": list(layout_builds)}
-        )
-        return "net", None
+    def fake_resolve(weights, cache_dir=None, progress=True, registry=REGISTRY):
+        seen.append({"weights": weights, "registry": list(registry)})
+        return {}, "a state dict of no known layout", None
 
-    monkeypatch.setattr(networks_mod, "load_network", fake_load)
+    monkeypatch.setattr(networks_mod, "resolve_weights", fake_resolve)
+    for kind in KINDS:
+        monkeypatch.setitem(networks_mod.BUILD_BY_KIND, kind, lambda kind=kind: seen[-1].update(default=kind) or torch.nn.Identity())
     return seen
 
 
@@ -120,16 +126,8 @@ def test_defaults_per_kind_and_none_stays_random(calls):
     build_network(None, kind="iaa")
     build_network("random", "nr")
     assert [c["weights"] for c in calls] == ["kadid", "koniq", "ava", None, None, "random"]
-    assert [c["default"] for c in calls] == [
-        CFANetFR,
-        CFANetNR,
-        CFANetNR.aesthetics,
-        CFANetFR,
-        CFANetNR.aesthetics,
-        CFANetNR,
-    ]
-    assert calls[0]["registry"] == ALL and calls[0]["layouts"] == ["fr", "nr", "iaa"]
-    assert calls[1]["registry"] == BY_KIND["nr"] and calls[1]["layouts"] == ["nr"]
+    assert [c["default"] for c in calls] == ["fr", "nr", "iaa", "fr", "iaa", "nr"]
+    assert calls[0]["registry"] == ALL and calls[1]["registry"] == BY_KIND["nr"]
 
 
 def test_a_registry_name_brings_its_kind(calls):
@@ -144,8 +142,8 @@ def test_build_nr_network_takes_quality_and_aesthetics_weights(calls):
     build_nr_network("ava")
     build_nr_network(None)
     assert [c["weights"] for c in calls] == ["koniq", "ava", None]
-    assert calls[0]["registry"] == BY_KIND["nr"] + BY_KIND["iaa"] and calls[0]["layouts"] == ["nr", "iaa"]
-    assert calls[2]["default"] is CFANetNR  # random weights: quality
+    assert calls[0]["registry"] == BY_KIND["nr"] + BY_KIND["iaa"]
+    assert calls[2]["default"] == "nr"  # random weights: quality
     with pytest.raises(WeightsKindError, match=r"got 'kadid', whose kind is 'fr'"):
         build_nr_network("kadid")
     assert len(calls) == 3
@@ -164,8 +162,7 @@ def no_download(monkeypatch, tmp_path):
     def refuse(*args, **kwargs):
         raise AssertionError("nothing may be downloaded or loaded")
 
-    monkeypatch.setattr(download_mod, "fetch", refuse)
-    monkeypatch.setattr(networks_mod, "load_network", refuse)
+    monkeypatch.setattr(networks_mod, "resolve_weights", refuse)
     return tmp_path / "empty_cache"
 
 
@@ -209,6 +206,7 @@ def test_random_weights_of_a_kind(random_nr):
 def test_a_file_builds_the_network_of_its_layout(nr_file, random_nr, kind):
     net = build_network(nr_file, kind=kind, progress=False)
     assert type(net) is CFANetNR and net.num_class == 1 and not net.training
+    assert weights_entry(net) is None  # a file of no official name
     own, saved = net.state_dict(), random_nr.state_dict()
     assert own.keys() == saved.keys() and all(torch.equal(own[k], saved[k]) for k in own)
 

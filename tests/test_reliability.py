@@ -16,7 +16,6 @@ import torch
 from weights_server import ServedFile, entry_for, hash_named
 
 import topiq_loss.weights.hub as hub
-import topiq_loss.weights.integrity as integrity
 from topiq_loss import TOPIQLoss, WeightsError, download_weights, read_state_dict
 
 TESTS = Path(__file__).parent
@@ -27,13 +26,13 @@ pytestmark = pytest.mark.usefixtures("fresh_hub_state")
 
 WORKER = textwrap.dedent(
     """
-    import sys, torch
+    import dataclasses, sys, torch
     import topiq_loss.weights.registry as w
     from topiq_loss import TOPIQLoss
     name, url = sys.argv[1], sys.argv[2]
     sys.path.insert(0, sys.argv[3])
     from weights_server import entry_for
-    w.WEIGHTS["kadid"] = entry_for(name, url)
+    w.REGISTRY["kadid"] = dataclasses.replace(entry_for(name, url), name="kadid")
     torch.set_num_threads(1)
     loss = TOPIQLoss(progress=False)   # default weights, default (TORCH_HOME) cache
     g = torch.Generator().manual_seed(0)
@@ -44,20 +43,25 @@ WORKER = textwrap.dedent(
 )
 
 
-def _env(tmp_path: Path) -> dict[str, str]:
+def _env(tmp_path: Path, server) -> dict[str, str]:
     env = dict(os.environ)
     env["TORCH_HOME"] = str(tmp_path / "torch_home")
+    env.update(HF_ENDPOINT=server.url().rstrip("/"), HF_HUB_OFFLINE="0", HF_HOME=str(tmp_path / "hf"))
     env.pop(hub.MIRROR_ENV, None)
     return env
 
 
+def _files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock"))
+
+
 def test_concurrent_processes_first_use_download_once(server, tmp_path, seeded_checkpoint, net):
     name = hash_named("cfanet_fr_test_res50", seeded_checkpoint)
-    server.files[name] = ServedFile(seeded_checkpoint, chunk_delay=0.0005)
+    server.files["rel/" + name] = ServedFile(seeded_checkpoint, chunk_delay=0.0005)
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WORKER, name, server.url(name), str(TESTS)],
-            env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [sys.executable, "-c", WORKER, name, server.url("rel"), str(TESTS)],
+            env=_env(tmp_path, server), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         for _ in range(4)  # four racing first uses exercise the lock as eight did, at half the cost
     ]
@@ -71,15 +75,15 @@ def test_concurrent_processes_first_use_download_once(server, tmp_path, seeded_c
     # Same weights in every process; 1 thread there vs 2 here reorders float32 sums.
     assert len(scores) == 1 and abs(scores.pop() - want) < 1e-5
     cache = tmp_path / "torch_home" / "hub" / "checkpoints"
-    assert sorted(p.name for p in cache.iterdir()) == [name]  # the lock file ends with the download
+    assert _files(cache) == [name]
     assert (cache / name).read_bytes() == seeded_checkpoint
-    assert server.hits(name) == 1  # the lock file serialises the first download
+    assert server.hits("rel/" + name) == 1  # the lock file serialises the first download
 
 
 def test_killed_download_leaves_nothing_valid_and_next_run_recovers(server, tmp_path):
     data = os.urandom(4 << 20)
     name = hash_named("big", data)
-    server.files[name] = ServedFile(data, chunk_delay=0.01)  # ~0.6 s for 4 MiB
+    server.files["rel/" + name] = ServedFile(data, chunk_delay=0.01)  # ~0.6 s for 4 MiB
     script = textwrap.dedent(
         """
         import sys
@@ -91,7 +95,8 @@ def test_killed_download_leaves_nothing_valid_and_next_run_recovers(server, tmp_
         """
     )
     cache = tmp_path / "cache"
-    proc = subprocess.Popen([sys.executable, "-c", script, name, server.url(name), str(cache), str(TESTS)])
+    proc = subprocess.Popen([sys.executable, "-c", script, name, server.url("rel"), str(cache), str(TESTS)],
+                            env=_env(tmp_path, server))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not any(cache.glob("*.partial")):
         time.sleep(0.02)
@@ -99,17 +104,17 @@ def test_killed_download_leaves_nothing_valid_and_next_run_recovers(server, tmp_
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert not (cache / name).exists()  # nothing under the final name
-    path = download_weights(entry_for(name, server.url(name)), cache_dir=cache, progress=False)
+    path = download_weights(entry_for(name, server.url("rel")), cache_dir=cache, progress=False)
     assert path.read_bytes() == data
-    assert sorted(p.name for p in cache.iterdir()) == [name]  # stale partial removed, no lock file
+    assert _files(cache) == [name]  # the stale partial file removed
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
 def test_corrupt_cached_file_is_detected_removed_and_redownloaded(server, tmp_path, damage):
     data = os.urandom(200_000)
     name = hash_named("w", data)
-    server.files[name] = ServedFile(data)
-    entry = entry_for(name, server.url(name))
+    server.files["rel/" + name] = ServedFile(data)
+    entry = entry_for(name, server.url("rel"))
     path = download_weights(entry, cache_dir=tmp_path, progress=False)
     raw = bytearray(path.read_bytes())
     if damage == "truncate":
@@ -117,22 +122,22 @@ def test_corrupt_cached_file_is_detected_removed_and_redownloaded(server, tmp_pa
     else:
         raw[5000] ^= 0xFF
     path.write_bytes(bytes(raw))
-    hub._verified.clear()  # the next process
-    with pytest.warns(RuntimeWarning, match=r"were refused \(sha256 .*removing and downloading again"):
+    hub._checked.clear()  # the next process
+    with pytest.warns(RuntimeWarning, match=r"were refused \(sha256 .*; removed"):
         again = download_weights(entry, cache_dir=tmp_path, progress=False)
-    assert again.read_bytes() == data and server.hits(name) == 2
+    assert again.read_bytes() == data and server.hits("rel/" + name) == 2
 
 
 def test_cached_file_hashed_once_per_process(server, tmp_path, monkeypatch):
     data = os.urandom(10_000)
     name = hash_named("w", data)
-    server.files[name] = ServedFile(data)
-    entry = entry_for(name, server.url(name))
+    server.files["rel/" + name] = ServedFile(data)
+    entry = entry_for(name, server.url("rel"))
     download_weights(entry, cache_dir=tmp_path, progress=False)
     calls = []
-    real = integrity.sha256_file
-    monkeypatch.setattr(integrity, "sha256_file", lambda p: calls.append(p) or real(p))
-    hub._verified.clear()
+    real = hub.sha256_file
+    monkeypatch.setattr(hub, "sha256_file", lambda p: calls.append(p) or real(p))
+    hub._checked.clear()
     for _ in range(3):
         download_weights(entry, cache_dir=tmp_path, progress=False)
     assert len(calls) == 1

@@ -8,22 +8,21 @@ from __future__ import annotations
 import io
 import pickle
 import re
-import time
 from collections import OrderedDict
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import distort, smooth_images
-from weights_server import ServedFile, checkpoint_bytes, closed_port, entry_for, hash_named
+from weights_server import ServedFile, checkpoint_bytes, entry_for, hash_named
 
 import topiq_loss
-import topiq_loss.weights.download as download
+import topiq_loss.weights.hub as download
 import topiq_loss.weights.lpips as lpips_nets
 from topiq_loss import LPIPSLoss, LPIPSPlusLoss, TOPIQLoss, TOPIQNRLoss, WeightsError, download_weights, read_state_dict
 from topiq_loss.cli.app import main
 from topiq_loss.models.lpips import LPIPSNetwork
-from topiq_loss.weights.integrity import PINS_ENV
+from topiq_loss.weights.hub import PINS_ENV
 
 PACKAGE = Path(topiq_loss.__file__).parent
 pytestmark = [
@@ -287,43 +286,8 @@ def test_the_cli_says_what_an_empty_or_folder_weights_is(tmp_path, capsys):
     assert "is a folder" in capsys.readouterr().err
 
 
-# ------------------------------------------------------------------ 5. one deadline over the whole exchange
-@pytest.mark.parametrize("phase", ["status-line", "headers"])
-def test_a_server_trickling_its_headers_is_aborted_within_the_window(server, tmp_path, monkeypatch, phase):
-    """0.4: hung until the server stopped (each byte reset the socket timeout); the lock was held throughout."""
-    monkeypatch.setattr(download, "_RATE_WINDOW_S", 0.4)
-    data = checkpoint_bytes({"w": torch.arange(4.0)})
-    name = hash_named("slow", data)
-    server.files[name] = ServedFile(data, header_delay=0.02, header_phase=phase)
-    entry = entry_for(name, server.url(name))
-    start = time.monotonic()
-    with pytest.raises(WeightsError, match=rf"{re.escape(server.url(name))}: transfer too slow") as info:
-        download_weights(entry, cache_dir=tmp_path, progress=False)
-    assert time.monotonic() - start < 3.0
-    assert "headers" in str(info.value)
-    assert list(tmp_path.iterdir()) == []  # no lock file, no partial file
-
-
-def test_the_whole_exchange_has_one_deadline(server, tmp_path, monkeypatch):
-    """A server that keeps up the rate but would never end is stopped by the deadline."""
-    monkeypatch.setattr(download, "_RATE_WINDOW_S", 0.2)
-    monkeypatch.setattr(download, "_MIN_RATE", 1024)
-    monkeypatch.setattr(download, "_deadline_s", lambda max_bytes: 0.6)
-    data = b"z" * (1 << 16)
-    name = hash_named("endless", data)
-    server.files[name] = ServedFile(data, repeat=10_000, chunk_delay=0.05, send_length=False)
-    start = time.monotonic()
-    with pytest.raises(WeightsError, match=rf"{re.escape(server.url(name))}: .*deadline"):
-        download_weights(entry_for(name, server.url(name)), cache_dir=tmp_path, progress=False)
-    assert time.monotonic() - start < 3.0
-
-
-def test_a_normal_download_is_not_disturbed_by_the_watchdog(server, tmp_path, monkeypatch):
-    monkeypatch.setattr(download, "_RATE_WINDOW_S", 0.2)
-    data = checkpoint_bytes({"w": torch.arange(4.0)})
-    name = hash_named("fine", data)
-    server.files[name] = ServedFile(data)
-    assert download_weights(entry_for(name, server.url(name)), cache_dir=tmp_path, progress=False).read_bytes() == data
+# 5. one deadline over the whole exchange: gone with the hand-made transfer layer (issue #35);
+# tests/test_hub.py::test_a_stalled_server_ends_with_the_download_timeout holds the socket timeout.
 
 
 # ------------------------------------------------------------------ 6. environment variables
@@ -345,7 +309,7 @@ def test_a_bad_mirror_names_the_variable_before_any_download(server, tmp_path, m
     server.files[name] = ServedFile(data)
     monkeypatch.setenv(download.MIRROR_ENV, f"http://{netloc}/base?token=s3cret")
     with pytest.raises(WeightsError, match=rf"environment variable {download.MIRROR_ENV} .*got") as info:
-        download_weights(entry_for(name, server.url(name)), cache_dir=tmp_path, progress=False)
+        download_weights(entry_for(name), cache_dir=tmp_path, progress=False)
     message = str(info.value)
     assert "s3cret" not in message
     if expected is not None:
@@ -358,8 +322,7 @@ def test_a_good_mirror_port_is_used(server, tmp_path, monkeypatch):
     name = hash_named("small", data)
     server.files["m/" + name] = ServedFile(data)
     monkeypatch.setenv(download.MIRROR_ENV, server.url("m"))
-    dead = f"http://127.0.0.1:{closed_port()}/{name}"
-    download_weights(entry_for(name, dead), cache_dir=tmp_path, progress=False)
+    download_weights(entry_for(name), cache_dir=tmp_path, progress=False)
     assert server.requests == ["/m/" + name]
 
 
@@ -371,7 +334,7 @@ def test_a_bad_pins_variable_names_it(server, tmp_path, monkeypatch, kind):
     name = hash_named("small", data)
     server.files[name] = ServedFile(data)
     with pytest.raises(WeightsError, match=rf"{PINS_ENV}.*{re.escape(str(target))}"):
-        download_weights(entry_for(name, server.url(name)), cache_dir=tmp_path / "c", progress=False)
+        download_weights(entry_for(name), cache_dir=tmp_path / "c", progress=False)
     assert server.requests == []
 
 

@@ -1,4 +1,5 @@
-"""A throwaway HTTP server on 127.0.0.1 that serves test-made checkpoint files."""
+"""A throwaway HTTP server on 127.0.0.1 that serves test-made checkpoint files, at plain
+URLs and as a Hugging Face Hub (its ``resolve`` protocol) for ``HF_ENDPOINT``."""
 
 from __future__ import annotations
 
@@ -25,12 +26,18 @@ class ServedFile:
     repeat: int = 1  # send the body this many times (a long or "endless" stream)
     header_delay: float = 0.0  # > 0: send the response head one byte at a time, this far apart
     header_phase: str = "headers"  # where the trickle starts: "status-line" or "headers"
+    announced: str | None = None  # as a Hub file: the sha256 announced (default: the true one)
+
+
+#: Where the fake Hub serves the files of the official repository.
+HUB_PATH = "chaofengc/IQA-PyTorch-Weights/resolve/main/"
+_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 @dataclass
 class WeightsServer:
     files: dict[str, ServedFile] = field(default_factory=dict)
-    requests: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)  # paths of every HEAD and GET, in order
     port: int = 0
 
     def url(self, name: str = "") -> str:
@@ -39,24 +46,44 @@ class WeightsServer:
     def hits(self, name: str) -> int:
         return sum(1 for r in self.requests if r == "/" + name)
 
+    def on_hub(self, name: str, served: ServedFile) -> None:
+        """Serve ``served`` as the Hub file ``name`` of the official repository."""
+        self.files[HUB_PATH + name] = served
+
 
 def start_server() -> tuple[WeightsServer, http.server.ThreadingHTTPServer]:
     state = WeightsServer()
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server API
-            state.requests.append(self.path.split("?", 1)[0])
-            served = state.files.get(self.path.split("?", 1)[0].lstrip("/"))
+        def do_HEAD(self) -> None:  # noqa: N802 - http.server API
+            self.do_GET(body=False)
+
+        def do_GET(self, body: bool = True) -> None:  # noqa: N802 - http.server API
+            path = self.path.split("?", 1)[0]
+            # /api/...: huggingface_hub's own look-ups (an agent registry, once a day), not files.
+            state.requests.extend([] if path.startswith("/api/") else [path])
+            served = state.files.get(path.lstrip("/"))
             if served is not None and served.header_delay:
                 self._trickle_head(served)
                 return
             if served is None or served.status != 200:
-                self.send_error(served.status if served else 404)
+                self.send_response(served.status if served else 404)
+                self.send_header("X-Error-Code", "EntryNotFound")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
                 return
             self.send_response(200)
+            if path.lstrip("/").startswith(HUB_PATH):  # the Hub's resolve protocol
+                digest = served.announced or hashlib.sha256(served.data).hexdigest()
+                self.send_header("X-Repo-Commit", _COMMIT)
+                self.send_header("ETag", f'"{digest}"')
+                self.send_header("X-Linked-Etag", f'"{digest}"')
+                self.send_header("X-Linked-Size", str(len(served.data)))
             if served.send_length:
                 self.send_header("Content-Length", str(len(served.data) * served.repeat))
             self.end_headers()
+            if not body:
+                return
             body = served.data if served.truncate_at is None else served.data[: served.truncate_at]
             try:
                 step = 1 << 16
@@ -112,9 +139,11 @@ def checkpoint_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
     return buf.getvalue()
 
 
-def entry_for(name: str, *urls: str) -> WeightsEntry:
-    """A registry entry for a test file named by :func:`hash_named`, served at ``urls``."""
-    return WeightsEntry(name="test", filename=name, sha256_prefix=name.rsplit("-", 1)[1][:8], urls=urls)
+def entry_for(name: str, release: str | None = None) -> WeightsEntry:
+    """A registry entry for a test file named by :func:`hash_named`: on the (fake) Hub under
+    its name, and in the release folder ``release`` (default: a closed port)."""
+    dead = f"http://127.0.0.1:{closed_port()}/release"
+    return WeightsEntry(name="test", filename=name, sha256_prefix=name.rsplit("-", 1)[1][:8], release=release or dead)
 
 
 def hash_named(stem: str, data: bytes) -> str:

@@ -32,10 +32,10 @@ ALIASES: dict[str, str] = {
     "topiq_loss.cfanet": "topiq_loss.models.cfanet_fr",
     "topiq_loss.cfanet_nr": "topiq_loss.models.cfanet_nr",
     "topiq_loss.lpips_nets": "topiq_loss.weights.lpips",
-    "topiq_loss.download": "topiq_loss.weights.download",
-    "topiq_loss.integrity": "topiq_loss.weights.integrity",
+    # 0.5's transfer layer is one module (issue #35): both 0.4 names lead to it.
+    "topiq_loss.download": "topiq_loss.weights.hub",
+    "topiq_loss.integrity": "topiq_loss.weights.hub",
     "topiq_loss.checkpoint": "topiq_loss.weights.checkpoint",
-    "topiq_loss._files": "topiq_loss.weights._files",
     "topiq_loss.hub": "topiq_loss.weights.hub",
     "topiq_loss.networks": "topiq_loss.weights.builder",
     "topiq_loss.functional_nr": "topiq_loss.functional.nr",

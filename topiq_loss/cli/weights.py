@@ -6,9 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..weights.hub import default_cache_dir, download_weights
-from ..weights.integrity import digest_problem, expected, sha256_file
-from ..weights.registry import REGISTRY, WeightsEntry, list_weights
+from ..weights.hub import default_cache_dir, download_weights, pinned, sha256_file, verify
+from ..weights.registry import REGISTRY, WeightsEntry, WeightsError, list_weights
 
 __all__ = ["weights_command"]
 
@@ -23,8 +22,8 @@ def weights_command(args: argparse.Namespace) -> int:
             e = entries[name]
             kind = e.kind.upper()
             path = folder / e.filename
-            full, source, record = expected(e, path)
-            check = f"pinned ({source})" if full else "recorded digest" if record else "name prefix only"
+            full, source = pinned(e)
+            check = f"pinned ({source})" if full else "Hub digest, or name prefix"
             print(f"{name:<7}{kind:<6}{e.filename:<40}{'yes' if path.is_file() else 'no':<8}{check}")
         print(f"cache: {folder}")
         return 0
@@ -46,14 +45,14 @@ def weights_command(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise ValueError(f"no such file: {path}")
         entry = next((e for e in entries.values() if e.filename == path.name), None)
-    digest = sha256_file(path)
-    print(f"{digest}  {path.name}")
+    print(f"{sha256_file(path)}  {path.name}")
     if entry is None:
         print("not an official file name: nothing to compare with", file=sys.stderr)
         return 0
-    problem = digest_problem(digest, entry, path)
-    if problem is not None:
-        print(f"topiq-loss: refused: {problem}", file=sys.stderr)
+    try:
+        verify(path, entry)
+    except WeightsError as exc:
+        print(f"topiq-loss: {exc}", file=sys.stderr)
         return 2
     print(f"ok: accepted as {entry.name!r}", file=sys.stderr)
     return 0

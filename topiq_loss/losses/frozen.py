@@ -3,7 +3,7 @@
 The network is a plain attribute by default, so a generator holding the loss has
 no extra parameters, state-dict entries or DDP buckets; ``.to()``/``.cuda()``/
 ``.half()`` still reach it. The network itself comes from
-:func:`topiq_loss.weights.builder.load_network`.
+:func:`topiq_loss.weights.builder.build_network`.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from ..functional.objectives import Objective, check_objective
 from ..functional.robust import RandomTransforms
 from ..models.cfanet_nr import CFANetNR
 from ..models.trunk import CFANetFeatures
-from ..weights.builder import build_network_of_kinds, load_network_of_kinds
+from ..weights.builder import build_network, weights_entry
 from ..weights.registry import DEFAULT_NR_WEIGHTS
 from .frozen import FrozenNetworkLoss
 from .holder import weights_label
@@ -36,7 +36,7 @@ def build_nr_network(
         WeightsError: the file is not a CFANet-NR checkpoint (a full-reference file is
             named as such), or cannot be downloaded or read.
     """
-    return cast(CFANetNR, build_network_of_kinds(weights, ("nr", "iaa"), cache_dir=cache_dir, progress=progress))
+    return cast(CFANetNR, build_network(weights, ("nr", "iaa"), cache_dir=cache_dir, progress=progress))
 
 
 class TOPIQNRLoss(FrozenNetworkLoss):
@@ -112,8 +112,8 @@ class TOPIQNRLoss(FrozenNetworkLoss):
         entry = None
         label = weights_label(weights, given=net is not None)
         if net is None:
-            built, entry = load_network_of_kinds(weights, ("nr", "iaa"), cache_dir=cache_dir, progress=progress)
-            net = cast(CFANetNR, built)
+            net = cast(CFANetNR, build_network(weights, ("nr", "iaa"), cache_dir=cache_dir, progress=progress))
+            entry = weights_entry(net)
         super().__init__(
             net, CFANetNR, objective=objective, weights_name=label, reduction=reduction, loss_weight=loss_weight,
             input_range=input_range, robust=robust, check_values=check_values, keep_in_state_dict=keep_in_state_dict,

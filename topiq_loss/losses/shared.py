@@ -24,7 +24,7 @@ import torch.nn as nn
 
 from .. import _checks
 from ..models.cfanet_nr import CFANetNR
-from ..weights.builder import build_network, load_network_of_kinds
+from ..weights.builder import build_network, weights_entry
 from ..weights.registry import REGISTRY, WeightsEntry, is_random
 from .fr import TOPIQLoss
 from .holder import freeze_network, weights_label
@@ -144,6 +144,10 @@ def shared_fr_loss(
     return loss, key
 
 
+def _with_entry(net: _Net) -> tuple[_Net, WeightsEntry | None]:
+    return net, weights_entry(net)
+
+
 def shared_nr_loss(
     weights: str | os.PathLike[str] | None,
     device: torch.device | str = "cpu",
@@ -159,7 +163,7 @@ def shared_nr_loss(
     resize = _checks.check_resize(resize, auto=True)  # before a network is built
     net, entry, key = shared_network(
         "nr", weights, device,
-        lambda: load_network_of_kinds(weights, ("nr", "iaa"), cache_dir=cache_dir, progress=progress),
+        lambda: _with_entry(build_network(weights, ("nr", "iaa"), cache_dir=cache_dir, progress=progress)),
     )
     size = (entry.resize if entry is not None else None) if resize == "auto" else resize
     loss = TOPIQNRLoss(

@@ -1,19 +1,14 @@
-"""Registry of the official CFANet checkpoints (TOPIQ-FR, TOPIQ-NR, TOPIQ-IAA, ResNet50).
+"""Registry of the official CFANet checkpoints (TOPIQ-FR, TOPIQ-NR, TOPIQ-IAA, ResNet50): metadata only.
 
-Only metadata lives here, with :class:`WeightsError`, the one error of the weights
-path: :mod:`topiq_loss.weights.hub` downloads, verifies and caches (through
-:mod:`~topiq_loss.weights.download`, :mod:`~topiq_loss.weights.integrity` and
-:mod:`~topiq_loss.weights.checkpoint`).
-One registry, :data:`REGISTRY`, holds every entry under a unique name; each entry
-knows its kind (``"fr"``, ``"nr"``, ``"iaa"``), the network it fits (``build``), the
-input resize the model was evaluated with and its score range. :data:`WEIGHTS` and
-:data:`NR_WEIGHTS` are live views of it by kind. The weights are the TOPIQ authors'
-and carry their terms (non-commercial use); this package never bundles them.
+:data:`REGISTRY` holds every entry under a unique name; each knows its file, its kind
+(``"fr"``, ``"nr"``, ``"iaa"``), the network it fits (``build``), its input resize and score
+range; its sources follow from its file name (:mod:`topiq_loss.weights.hub` fetches and checks).
+The weights are the TOPIQ authors' and carry their terms (non-commercial use); never bundled.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -23,37 +18,17 @@ from .._errors import WeightsArgumentError, WeightsError, WeightsFileNotFoundErr
 from ..models.cfanet_fr import CFANetFR
 from ..models.cfanet_nr import CFANetNR
 
-__all__ = [
-    "BUILD_BY_KIND",
-    "DEFAULT_NR_WEIGHTS",
-    "DEFAULT_WEIGHTS",
-    "DEFAULT_WEIGHTS_BY_KIND",
-    "KINDS",
-    "Kind",
-    "NR_WEIGHTS",
-    "RANDOM",
-    "REGISTRY",
-    "WEIGHTS",
-    "WeightsEntry",
-    "WeightsArgumentError",
-    "WeightsError",
-    "WeightsFileNotFoundError",
-    "WeightsKindError",
-    "WeightsView",
-    "check_kind",
-    "entry_for_file",
-    "is_random",
-    "get_weights_entry",
-    "list_weights",
-]
+__all__ = ["BUILD_BY_KIND", "DEFAULT_NR_WEIGHTS", "DEFAULT_WEIGHTS", "DEFAULT_WEIGHTS_BY_KIND", "HUB_REPO", "KINDS",
+           "Kind", "NR_WEIGHTS", "RANDOM", "RELEASE", "REGISTRY", "WEIGHTS", "WeightsEntry", "WeightsArgumentError",
+           "WeightsError", "WeightsFileNotFoundError", "WeightsKindError", "check_kind", "entry_for_file", "is_random",
+           "get_weights_entry", "list_weights"]
 
-_GITHUB = "https://github.com/chaofengc/IQA-PyTorch/releases/download/v0.1-weights"
-_HF = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main"
+#: Where the official files are published: the Hugging Face Hub repository pyiqa fetches
+#: them from, and the GitHub release that holds the same files.
+HUB_REPO = "chaofengc/IQA-PyTorch-Weights"
+RELEASE = "https://github.com/chaofengc/IQA-PyTorch/releases/download/v0.1-weights"
 
-_PAPER = (
-    "Chen et al., TOPIQ: A Top-down Approach from Semantics to Distortions for "
-    "Image Quality Assessment, IEEE TIP 2024"
-)
+_PAPER = "Chen et al., TOPIQ: A Top-down Approach from Semantics to Distortions for Image Quality Assessment, IEEE TIP 2024"
 _LICENSE = "TOPIQ authors' terms (IQA-PyTorch weights): non-commercial research use"
 
 #: The ``weights=`` spelling of an untrained network (tests only), in Python, YAML and
@@ -74,11 +49,7 @@ Kind = Literal["fr", "nr", "iaa"]
 KINDS: Final[tuple[Kind, ...]] = ("fr", "nr", "iaa")
 
 #: The (randomly initialised) network each kind of checkpoint loads into.
-BUILD_BY_KIND: Final[Mapping[str, Callable[[], nn.Module]]] = {
-    "fr": CFANetFR,
-    "nr": CFANetNR,
-    "iaa": CFANetNR.aesthetics,
-}
+BUILD_BY_KIND: Final[Mapping[str, Callable[[], nn.Module]]] = {"fr": CFANetFR, "nr": CFANetNR, "iaa": CFANetNR.aesthetics}
 
 
 def check_kind(kind: object) -> Kind:
@@ -97,24 +68,25 @@ class WeightsEntry:
         name: registry key (``"kadid"``, ``"koniq"``, ...).
         kind: what it scores, one of :data:`KINDS` (``build`` must make that network).
         filename: file name as published; torch.hub-style ``<stem>-<sha256[:8]>.pth``.
-        sha256_prefix: the published hash prefix (no full digest is published).
-        urls: download locations in priority order.
+        sha256_prefix: the hash prefix in the file name.
+        hub_repo: the Hugging Face Hub repository holding ``filename``.
+        release: base URL of the GitHub release holding ``filename``.
         build: makes the (randomly initialised) network the file loads into.
         resize: short side the model was evaluated at (antialiased resize), or None
             to take images as given.
         score_range: (worst, best) score, used to map a score to a 0-is-best loss.
         sha256: the file's full digest where someone with the official file has
-            filled it in; empty today (no full digest is published). When set, only a
-            file with exactly this digest is accepted.
-        max_bytes: downloads larger than this are refused (the CFANet files are
-            about 138-200 MiB).
+            filled it in. When set, only a file with exactly this digest is accepted.
+        max_bytes: a larger file is refused before it is hashed (the CFANet files are
+            about 138-280 MiB).
         meta: training data, what it measures, licence, paper.
     """
 
     name: str
     filename: str
     sha256_prefix: str
-    urls: tuple[str, ...]
+    hub_repo: str = HUB_REPO
+    release: str = RELEASE
     build: Callable[[], nn.Module] = field(default=CFANetFR, compare=False)
     resize: int | None = None
     score_range: tuple[float, float] = (0.0, 1.0)
@@ -126,6 +98,11 @@ class WeightsEntry:
     def __post_init__(self) -> None:
         check_kind(self.kind)
 
+    @property
+    def urls(self) -> tuple[str, str]:
+        """The file's two official addresses: the GitHub release, the Hub (``HF_ENDPOINT`` aside)."""
+        return f"{self.release}/{self.filename}", f"https://huggingface.co/{self.hub_repo}/resolve/main/{self.filename}"
+
 
 def _entry(name: str, filename: str, kind: Kind, dataset: str, measures: str, **kwargs: object) -> WeightsEntry:
     prefix = filename.rsplit("-", 1)[1].split(".", 1)[0]
@@ -135,9 +112,8 @@ def _entry(name: str, filename: str, kind: Kind, dataset: str, measures: str, **
         name=name,
         filename=filename,
         sha256_prefix=prefix,
-        urls=(f"{_GITHUB}/{filename}", f"{_HF}/{filename}"),
         kind=kind,
-        build=BUILD_BY_KIND[kind],
+        build=kwargs.pop("build", BUILD_BY_KIND[kind]),  # type: ignore[arg-type]  # an entry may name its own network
         meta={
             "dataset": dataset,
             "measures": measures,
@@ -150,7 +126,7 @@ def _entry(name: str, filename: str, kind: Kind, dataset: str, measures: str, **
 
 
 #: Every official checkpoint, by unique name, full-reference first. The one registry:
-#: :data:`WEIGHTS` and :data:`NR_WEIGHTS` are views of it.
+#: :data:`WEIGHTS` and :data:`NR_WEIGHTS` read it.
 REGISTRY: dict[str, WeightsEntry] = {
     "kadid": _entry(
         "kadid", "cfanet_fr_kadid_res50-2c4cc61d.pth", "fr", "KADID-10k",
@@ -191,35 +167,17 @@ def list_weights(kind: str | None = None) -> list[str]:
     return [name for name, e in REGISTRY.items() if e.kind in kinds]
 
 
-class WeightsView(MutableMapping[str, WeightsEntry]):
-    """The entries of :data:`REGISTRY` of some kinds, read and written through.
+class _OfKinds(Mapping[str, WeightsEntry]):
+    """The entries of :data:`REGISTRY` of some kinds, read at each access (read-only:
+    change :data:`REGISTRY` to change them)."""
 
-    Live, not a copy: code (and tests) that replace ``WEIGHTS["kadid"]`` change the entry
-    every loader sees.
-    """
-
-    def __init__(self, kinds: tuple[Kind, ...]) -> None:
+    def __init__(self, *kinds: Kind) -> None:
         self.kinds = kinds
 
     def __getitem__(self, name: str) -> WeightsEntry:
-        entry = REGISTRY[name]
-        if entry.kind not in self.kinds:
+        if REGISTRY[name].kind not in self.kinds:
             raise KeyError(name)
-        return entry
-
-    def __setitem__(self, name: str, entry: WeightsEntry) -> None:
-        if entry.kind not in self.kinds:
-            raise ValueError(f"this view holds entries of kinds {self.kinds}; got one of kind {entry.kind!r}")
-        held = REGISTRY.get(name)
-        if held is not None and held.kind not in self.kinds:
-            # Names are unique across kinds: replacing koniq through WEIGHTS would hide it from NR_WEIGHTS.
-            raise ValueError(f"{name!r} already names an entry of kind {held.kind!r}; names are unique across kinds")
-        REGISTRY[name] = entry
-
-    def __delitem__(self, name: str) -> None:
-        if name not in self:
-            raise KeyError(name)
-        del REGISTRY[name]
+        return REGISTRY[name]
 
     def __iter__(self) -> Iterator[str]:
         return iter([name for name, e in REGISTRY.items() if e.kind in self.kinds])
@@ -227,21 +185,18 @@ class WeightsView(MutableMapping[str, WeightsEntry]):
     def __len__(self) -> int:
         return sum(e.kind in self.kinds for e in REGISTRY.values())
 
-    def __repr__(self) -> str:
-        return repr(dict(self))
-
 
 #: Full-reference (TOPIQ-FR) checkpoints, for :class:`~topiq_loss.TOPIQLoss`.
-WEIGHTS: WeightsView = WeightsView(("fr",))
+WEIGHTS: Mapping[str, WeightsEntry] = _OfKinds("fr")
 DEFAULT_WEIGHTS = DEFAULT_WEIGHTS_BY_KIND["fr"]
 
 #: No-reference checkpoints (TOPIQ-NR quality, TOPIQ-IAA aesthetics), for
 #: :class:`~topiq_loss.TOPIQNRLoss`.
-NR_WEIGHTS: WeightsView = WeightsView(("nr", "iaa"))
+NR_WEIGHTS: Mapping[str, WeightsEntry] = _OfKinds("nr", "iaa")
 DEFAULT_NR_WEIGHTS = DEFAULT_WEIGHTS_BY_KIND["nr"]
 
 
-def get_weights_entry(name: str, registry: Mapping[str, WeightsEntry] = WEIGHTS) -> WeightsEntry:
+def get_weights_entry(name: str, registry: Mapping[str, WeightsEntry] = REGISTRY) -> WeightsEntry:
     """The registry entry called ``name``; a ValueError lists the valid names."""
     try:
         return registry[name]
