@@ -110,6 +110,7 @@ class TOPIQLoss(FrozenNetworkLoss):
         progress: bool = True,
     ) -> None:
         objective = check_objective(objective)  # before a network is built
+        progress = _checks.check_bool(progress, "progress")
         label = weights_label(weights, given=net is not None)
         if net is None:
             net = build_network(weights, kind="fr", cache_dir=cache_dir, progress=progress)

@@ -138,6 +138,7 @@ class LPIPSLoss(FrozenHolder):
         self.loss_weight = _checks.check_loss_weight(loss_weight)
         self.input_range = _checks.check_input_range(input_range)
         self._robust_options(robust)
+        progress = _checks.check_bool(progress, "progress")
         if network is None:
             network = build_lpips_network(_checks.check_choice(net, "net", ("alex", "vgg")), weights, progress)
             self.weights_name = weights_label(weights)

@@ -109,6 +109,7 @@ class TOPIQNRLoss(FrozenNetworkLoss):
     ) -> None:
         objective = check_objective(objective)
         resize = _checks.check_resize(resize, auto=True)  # before a network is built
+        progress = _checks.check_bool(progress, "progress")
         entry = None
         label = weights_label(weights, given=net is not None)
         if net is None:

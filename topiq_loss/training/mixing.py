@@ -94,7 +94,6 @@ def _nr_from(
         raise TypeError(f"`nr` must be a TOPIQNRLoss, NR weights (name or path) or None; got {type(nr).__name__}")
     if weight == 0 and nr is None:
         return None
-    # Random TOPIQ weights (tests) make a random NR term too, rather than a koniq download.
     weights = nr if nr is not None else (None if random else DEFAULT_NR_WEIGHTS)
     return TOPIQNRLoss(weights=weights, reduction="none", objective=objective)
 
@@ -132,12 +131,16 @@ class MixedLoss(nn.Module):
             )
         if lpips is not None and not isinstance(lpips, LPIPSLoss):
             raise TypeError(f"`lpips` must be an LPIPSLoss / LPIPSPlusLoss or None; got {type(lpips).__name__}")
-        # LPIPS+ (the TOPIQ paper's semantic-weighted LPIPS) by default: a distance, 0 at the target.
-        self.lpips = lpips if lpips is not None or self.lpips_weight == 0 else LPIPSPlusLoss(reduction="none")
         self.reduction = _checks.check_reduction(reduction)
+        # Random TOPIQ weights (tests) make every term built here random: no download.
+        random = "weights" in topiq_kwargs and is_random(topiq_kwargs["weights"])
+        # LPIPS+ (the TOPIQ paper's semantic-weighted LPIPS) by default: a distance, 0 at the target.
+        self.lpips = (
+            lpips if lpips is not None or self.lpips_weight == 0
+            else LPIPSPlusLoss(weights="random" if random else "default", reduction="none")
+        )
         # Submodules: they keep their networks out of state_dict()/parameters() themselves.
         self.topiq = _topiq_from(topiq, topiq_kwargs, objective)
-        random = "weights" in topiq_kwargs and is_random(topiq_kwargs["weights"])
         self.nr = _nr_from(nr, self.nr_weight, self.topiq.objective, random)
 
     def _mix(

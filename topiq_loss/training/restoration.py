@@ -54,7 +54,8 @@ class SRLoss(MixedLoss):
         lpips_weight: weight of an optional LPIPS term (a distance, 0 at ``hr``), default 0.
         lpips: the :class:`~topiq_loss.LPIPSLoss` / :class:`~topiq_loss.LPIPSPlusLoss` to
             use; with ``lpips_weight > 0`` and none given, ``LPIPSPlusLoss()`` (AlexNet,
-            the TOPIQ paper's semantic weighting) is built.
+            the TOPIQ paper's semantic weighting) is built (random weights when the TOPIQ
+            weights are random, as for ``nr``).
 
     Shape:
         - sr: (N, C, H, W) network output, C in (1, 3), values in ``input_range``.
