@@ -261,7 +261,7 @@ def check_optional_bool(value: object, name: str) -> bool | None:
     return None if value is None else check_bool(value, name)
 
 
-# Networks whose loss has already warned about the input range (once per loss).
+# Losses (or, through the functional API, networks) that have warned about the input range.
 _range_warned: weakref.WeakSet[object] = weakref.WeakSet()
 
 

@@ -8,6 +8,7 @@ once per call; :mod:`topiq_loss.training.restoration` and :mod:`topiq_loss.train
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
@@ -144,8 +145,18 @@ class MixedLoss(nn.Module):
         self.nr = _nr_from(nr, self.nr_weight, self.topiq.objective, random)
 
     def _mix(
-        self, pred: torch.Tensor, target: torch.Tensor, names: tuple[str, str] = ("pred", "target")
+        self,
+        pred: torch.Tensor,
+        target: torch.Tensor,
+        names: tuple[str, str],
+        inputs: Sequence[tuple[torch.Tensor, str]] | None = None,
     ) -> dict[str, torch.Tensor]:
+        """The terms of ``pred`` against ``target``. ``names`` are the caller's names for the
+        two, ``inputs`` the caller's own arguments with their names (default the pair): every
+        check of the call names what the user passed (``sr``/``hr``, ``noisy``), never ``pred``."""
+        if self.topiq_weight > 0 or (self.nr is not None and self.nr_weight > 0):
+            # Shapes and dtypes first, in the caller's names (the terms below would say `pred`).
+            _checks.check_pair(pred, target, pred_name=names[0], target_name=names[1], values=False)
         terms: dict[str, torch.Tensor] = {}
         total = pred.new_zeros(pred.shape[0])
         if self.pixel is not None and self.pixel_weight > 0:
@@ -167,9 +178,9 @@ class MixedLoss(nn.Module):
         if self.topiq.check_values:
             # The images and the total are read once here (one host sync), not again by
             # each term; NaN must not pass as a pixel loss either.
-            images = [(pred, names[0]), (target, names[1])]
-            _checks.check_values(images, total, f"`{names[0]}` and `{names[1]}`", self.topiq.input_range,
-                                 owner=self.topiq.net)
+            images = list(inputs) if inputs is not None else [(pred, names[0]), (target, names[1])]
+            shown = " and ".join(f"`{n}`" for _, n in images)
+            _checks.check_values(images, total, shown, self.topiq.input_range, owner=self)
         terms = {k: reduce_loss(v, self.reduction) for k, v in terms.items()}
         terms["total"] = reduce_loss(total, self.reduction)
         return terms

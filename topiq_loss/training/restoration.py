@@ -133,7 +133,7 @@ class SRLoss(MixedLoss):
 
     def terms(self, sr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{"pixel", "topiq", ["nr",] "total"}`` (unweighted parts, weighted total), reduced."""
-        return self._mix(*self.align(sr, hr))
+        return self._mix(*self.align(sr, hr), ("sr", "hr"))
 
     def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
         """Weighted loss of the SR output ``sr`` against the ground truth ``hr``."""
@@ -195,6 +195,7 @@ class DenoiseLoss(MixedLoss):
         if not isinstance(noisy, torch.Tensor) or noisy.shape != output.shape:
             got = tuple(noisy.shape) if isinstance(noisy, torch.Tensor) else type(noisy).__name__
             raise ValueError(f"`noisy` must have the shape of `output` {tuple(output.shape)}; got {got}")
+        _checks.check_layout(noisy, "noisy")
         return noisy - output
 
     def terms(
@@ -203,7 +204,8 @@ class DenoiseLoss(MixedLoss):
         """``{"pixel", "topiq", "total"}`` (unweighted parts, weighted total), reduced."""
         est = self.estimate(output, noisy)
         _checks.check_pair(est, clean, pred_name="output", target_name="clean", values=False)
-        return self._mix(est, clean, ("output", "clean"))
+        inputs = [(output, "output"), (clean, "clean")] + ([] if est is output else [(noisy, "noisy")])
+        return self._mix(est, clean, ("output", "clean"), inputs)  # type: ignore[list-item]
 
     def forward(
         self, output: torch.Tensor, clean: torch.Tensor, noisy: torch.Tensor | None = None
