@@ -36,7 +36,7 @@ from .. import _checks
 from ..functional.objectives import Objective, check_objective
 from ..losses.fr import TOPIQLoss
 from ..weights.registry import DEFAULT_NR_WEIGHTS, DEFAULT_WEIGHTS
-from ._common import LPIPSPlusPlug, as_float32, numpy_image, score_fr, score_nr, upsample_to_min
+from ._common import LPIPSPlusPlug, as_float32, check_plug_options, numpy_image, score_fr, score_nr, upsample_to_min
 
 __all__ = [
     "VALIDATION_MEANS",
@@ -66,6 +66,7 @@ class topiq_loss(nn.Module):  # noqa: N801 (neosr's registry names losses in low
         input_range: (low, high) of pixel values.
         checkpoint: gradient checkpointing (less memory).
         topiq: a prebuilt :class:`~topiq_loss.TOPIQLoss` to use instead.
+        **kwargs: refused, listing the valid options (a typo must not train with the defaults).
 
     Shape:
         - pred, target: (N, C, H, W), C in (1, 3). Output: scalar.
@@ -81,8 +82,11 @@ class topiq_loss(nn.Module):  # noqa: N801 (neosr's registry names losses in low
         topiq: TOPIQLoss | None = None,
         **kwargs: Any,
     ) -> None:
+        check_plug_options(type(self), kwargs)  # before a network is built
         super().__init__()
         self.loss_weight = _checks.check_loss_weight(loss_weight)
+        if topiq is not None and not isinstance(topiq, TOPIQLoss):
+            raise TypeError(f"`topiq` must be a TOPIQLoss or None; got {type(topiq).__name__}")
         if topiq is None:
             topiq = TOPIQLoss(
                 weights=weights, objective=check_objective(objective),
