@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import torch
 
+from .. import _compat
+
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
@@ -218,3 +220,8 @@ def save_image(img: PILImage, path: str | Path) -> None:
     fmt = writable_format(path)
     options = {"quality": 95} if fmt == "JPEG" else {}
     img.save(path, format=fmt, **options)
+
+
+def __getattr__(name: str) -> object:
+    # 0.4's names of this module (topiq_loss._compat.MOVED_NAMES), with a FutureWarning.
+    return _compat.moved_name(__name__, name)
