@@ -120,6 +120,7 @@ class BasicSRTOPIQLoss(nn.Module):
         super().__init__()
         objective = None if objective is None else check_objective(objective)
         robust_samples = check_count(robust_samples, "robust_samples")
+        checkpoint = _checks.check_bool(checkpoint, "checkpoint")  # every option before a build
         self.loss_weight = _checks.check_loss_weight(loss_weight)
         self.reduction = _checks.check_reduction(reduction)
         self.as_perceptual = _checks.check_bool(as_perceptual, "as_perceptual")
@@ -130,7 +131,7 @@ class BasicSRTOPIQLoss(nn.Module):
                 input_range=_checks.check_input_range(input_range),
                 robust=robust_opt,
                 objective=objective or "anchored",
-            ).set_grad_checkpointing(_checks.check_bool(checkpoint, "checkpoint"))
+            ).set_grad_checkpointing(checkpoint)
         elif not isinstance(topiq, TOPIQLoss):
             raise TypeError(f"`topiq` must be a TOPIQLoss or None; got {type(topiq).__name__}")
         elif tuple(input_range) != topiq.input_range:

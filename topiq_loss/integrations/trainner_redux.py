@@ -73,11 +73,12 @@ class TOPIQLoss(nn.Module):
         self.loss_weight = _checks.check_loss_weight(loss_weight)
         if topiq is not None and not isinstance(topiq, _TOPIQLoss):
             raise TypeError(f"`topiq` must be a TOPIQLoss or None; got {type(topiq).__name__}")
+        checkpoint = _checks.check_bool(checkpoint, "checkpoint")  # every option before a build
         if topiq is None:
             topiq = _TOPIQLoss(
                 weights=weights, objective=check_objective(objective),
                 input_range=_checks.check_input_range(input_range),
-            ).set_grad_checkpointing(_checks.check_bool(checkpoint, "checkpoint"))
+            ).set_grad_checkpointing(checkpoint)
         self.topiq = topiq
 
     def train(self, mode: bool = True) -> TOPIQLoss:

@@ -106,6 +106,7 @@ class SRLoss(MixedLoss):
             if not isinstance(x, torch.Tensor) or x.dim() != 4:
                 got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
                 raise ValueError(f"`{name}` must be a (N, C, H, W) tensor; got {got}")
+            _checks.check_layout(x, name)
         if sr.shape[:2] != hr.shape[:2]:
             raise ValueError(
                 f"`sr` and `hr` must have the same batch size and channels; got "
