@@ -121,13 +121,13 @@ def _no_build(monkeypatch):
 @pytest.mark.parametrize("typo", [{"wieghts": "pipal"}, {"Weights": "pipal"}, {"loss_wieght": 2.0, "zz": 1}])
 @pytest.mark.parametrize("plug", PLUGS)
 def test_a_plug_refuses_unknown_options_listing_the_valid_ones(plug, typo, monkeypatch):
-    from topiq_loss.integrations._common import plug_options
-
     cls, base = _plugs()[plug]
     _no_build(monkeypatch)
     first = sorted(typo)[0]
     with pytest.raises(TypeError, match=rf"{cls.__name__}: unknown option '{first}'.*; valid: .*\bweights\b") as info:
         cls(**base, **typo)
+    from topiq_loss.integrations._common import plug_options
+
     valid = plug_options(cls)
     assert "loss_weight" in valid and "weights" in valid and "checkpoint" in valid
     assert info.value.args[0].endswith("valid: " + ", ".join(valid))
@@ -324,8 +324,8 @@ def neosr_plug(monkeypatch):
     from topiq_loss.integrations import neosr as plug
 
     plug.reset_validation_means()
-    monkeypatch.setattr(plug, "_warned_no_console", False)
-    neosr_logger = logging.getLogger(plug.NEOSR_LOGGER)
+    monkeypatch.setattr(plug, "_warned_no_console", False, raising=False)
+    neosr_logger = logging.getLogger("neosr")  # neosr.utils.get_root_logger's name
     monkeypatch.setattr(neosr_logger, "handlers", [])
     monkeypatch.setattr(neosr_logger, "propagate", True)
     with warnings.catch_warnings():
@@ -374,7 +374,7 @@ def test_neosr_true_means_reach_neosrs_own_logger(neosr_plug):
         def emit(self, record: logging.LogRecord) -> None:
             seen.append(record.getMessage())
 
-    neosr_logger = logging.getLogger(neosr_plug.NEOSR_LOGGER)
+    neosr_logger = logging.getLogger("neosr")
     neosr_logger.handlers = [Collect()]
     neosr_logger.propagate = False  # as neosr's get_root_logger leaves it
     old_level = neosr_logger.level
