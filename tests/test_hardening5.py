@@ -242,34 +242,34 @@ def test_04_refuse_overwrite_still_refuses_an_input(tmp_path):
 
 
 # ------------------------------------------------------------------ 7. layouts and weights messages
-def _layouts(x: torch.Tensor) -> dict[str, torch.Tensor]:
-    out = {"sparse_coo": x.to_sparse()}
-    if torch.backends.mkldnn.is_available():
-        out["_mkldnn"] = x.to_mkldnn()
-    return out
+LAYOUTS = {"sparse_coo": lambda x: x.to_sparse(), "_mkldnn": lambda x: x.to_mkldnn()}
 
 
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
 @pytest.mark.parametrize("which", ["pred", "target"])
-def test_non_strided_inputs_are_refused_by_name(which, loss_fn, nr_net, lpips_random):
+def test_non_strided_inputs_are_refused_by_name(which, layout, loss_fn, nr_net, lpips_random):
     from topiq_loss.functional import topiq_fr
 
+    if layout == "_mkldnn" and not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch has no mkldnn")
     x = _images()
+    bad = LAYOUTS[layout](x)
+    pair = (bad, x) if which == "pred" else (x, bad)
     nr = TOPIQNRLoss(net=nr_net, resize=None)
     sr = SRLoss(scale=2, topiq=loss_fn)
-    for layout, bad in _layouts(x).items():
-        pair = (bad, x) if which == "pred" else (x, bad)
-        calls = {
-            which: [lambda: loss_fn(*pair), lambda: loss_fn.score(*pair), lambda: topiq_fr(*pair, net=loss_fn.net),
-                    lambda: lpips_random(*pair)],
-            {"pred": "sr", "target": "hr"}[which]: [lambda: sr(*pair)],
-            {"pred": "img", "target": "target"}[which]: [lambda: nr(*pair)],
-        }
-        if which == "pred":
-            calls["img"] += [lambda: nr(bad), lambda: nr.score(bad)]
-        for name, fns in calls.items():
-            for fn in fns:
-                with pytest.raises(TypeError, match=rf"`{name}` must be a dense \(strided\) tensor; got layout torch\.{layout}"):
-                    fn()
+    calls = [
+        (which, lambda: loss_fn(*pair)),
+        (which, lambda: loss_fn.score(*pair)),
+        (which, lambda: topiq_fr(*pair, net=loss_fn.net)),
+        (which, lambda: lpips_random(*pair)),
+        ({"pred": "sr", "target": "hr"}[which], lambda: sr(*pair)),
+        ({"pred": "img", "target": "target"}[which], lambda: nr(*pair)),
+    ]
+    if which == "pred":
+        calls += [("img", lambda: nr(bad)), ("img", lambda: nr.score(bad))]
+    for name, call in calls:
+        with pytest.raises(TypeError, match=rf"`{name}` must be a dense \(strided\) tensor; got layout torch\.{layout}"):
+            call()
 
 
 @pytest.mark.parametrize("url", ["https://example.com/w/cfanet_fr_kadid.pth", "http://host/x.pth", "file:///tmp/x.pth"])

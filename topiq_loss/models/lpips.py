@@ -12,7 +12,6 @@ import torch.nn as nn
 import torch.utils.checkpoint as cp
 
 from .. import _checks
-
 from .seeded_init import seeded_init
 
 __all__ = ["NETS", "TAPS", "LPIPSNetwork", "NetName"]

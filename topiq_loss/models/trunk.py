@@ -19,7 +19,6 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 
 from .. import _checks
-
 from .backbone import FEATURE_CHANNELS, ResNet50Features
 from .layers import CrossAttentionLayer, LayerStack, SelfAttentionLayer
 

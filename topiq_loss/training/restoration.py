@@ -205,8 +205,10 @@ class DenoiseLoss(MixedLoss):
         """``{"pixel", "topiq", "total"}`` (unweighted parts, weighted total), reduced."""
         est = self.estimate(output, noisy)
         _checks.check_pair(est, clean, pred_name="output", target_name="clean", values=False)
-        inputs = [(output, "output"), (clean, "clean")] + ([] if est is output else [(noisy, "noisy")])
-        return self._mix(est, clean, ("output", "clean"), inputs)  # type: ignore[list-item]
+        inputs = [(output, "output"), (clean, "clean")]
+        if noisy is not None and est is not output:
+            inputs.append((noisy, "noisy"))
+        return self._mix(est, clean, ("output", "clean"), inputs)
 
     def forward(
         self, output: torch.Tensor, clean: torch.Tensor, noisy: torch.Tensor | None = None
