@@ -122,8 +122,8 @@ def read_weights_file(
         # A BasicSR checkpoint saved with EMA only: which network was meant is the user's call.
         raise WeightsError(
             f"{where} holds 'params_ema' but no 'params': topiq_loss reads a plain state dict or its "
-            f"'params' entry. Save the one you mean as a state dict, e.g. "
-            f"torch.save(torch.load(path)['params_ema'], 'ema.pth')"
+            f"'params' entry. Save the weights you mean (here the 'params_ema' dict) as a file of "
+            f"their own, or under 'params'"
         )
     if not isinstance(obj, Mapping) or not obj:
         raise WeightsError(
