@@ -207,7 +207,10 @@ _warned_no_console = False
 def _validation_round() -> tuple[Hashable, int | None] | None:
     """(round, image index) read from neosr's validation loop on the call stack, or None
     when not called from it. The round is the validation's iteration and data loader."""
-    frame = sys._getframe(2)
+    try:
+        frame = sys._getframe(2)
+    except ValueError:  # a shallower stack: not neosr's loop
+        return None
     for _ in range(32):
         if frame is None:
             return None
