@@ -125,7 +125,7 @@ def test_nan_never_passes_as_a_pixel_or_adversarial_loss(loss_fn):
     x = torch.rand(2, 3, 16, 16)
     bad = x.clone()
     bad[0, 0, 0, 0] = float("nan")
-    with pytest.raises(ValueError, match="`pred` must be finite"):
+    with pytest.raises(ValueError, match="`sr` must be finite"):  # the caller's name (issue 37)
         SRLoss(scale=1, topiq=loss_fn, topiq_weight=0.0)(bad, x)
     logits = torch.zeros(2, 1)
     with pytest.raises(ValueError, match="`fake_logits` must be finite"):

@@ -45,9 +45,20 @@ FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 REDUCTIONS = ("mean", "sum", "none")
 
 
+def check_layout(x: torch.Tensor, name: str) -> torch.Tensor:
+    """A dense (strided) tensor: sparse, mkldnn and other layouts reach no network op."""
+    if x.layout != torch.strided:
+        raise TypeError(
+            f"`{name}` must be a dense (strided) tensor; got layout {x.layout}: convert it "
+            f"with `.to_dense()` first"
+        )
+    return x
+
+
 def _check_one(x: object, name: str) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"`{name}` must be a torch.Tensor; got {type(x).__name__}")
+    check_layout(x, name)
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(
             f"`{name}` must be a floating-point tensor (float16, bfloat16, float32 or "
@@ -250,7 +261,7 @@ def check_optional_bool(value: object, name: str) -> bool | None:
     return None if value is None else check_bool(value, name)
 
 
-# Networks whose loss has already warned about the input range (once per loss).
+# Losses (or, through the functional API, networks) that have warned about the input range.
 _range_warned: weakref.WeakSet[object] = weakref.WeakSet()
 
 

@@ -18,7 +18,7 @@ import types
 import warnings
 from collections.abc import Sequence
 
-__all__ = ["ALIASES", "install"]
+__all__ = ["ALIASES", "MOVED_NAMES", "install", "moved_name"]
 
 _REMOVAL = "0.6"
 
@@ -61,6 +61,19 @@ ALIASES: dict[str, str] = {
 }
 
 _CATEGORY: dict[str, type[Warning]] = {"topiq_loss.basicsr_loss": DeprecationWarning}
+
+#: Names 0.4 had in a module that 0.5 moved elsewhere: module now -> {name: "module:name" it
+#: lives at now}. The module's ``__getattr__`` answers them through :func:`moved_name`.
+MOVED_NAMES: dict[str, dict[str, str]] = {
+    "topiq_loss.cli.score": {
+        "new_loss": "topiq_loss.cli.scorer:new_loss",
+        "new_lpips_plus": "topiq_loss.cli.scorer:new_lpips_plus",
+        "METRICS": "topiq_loss.cli.scorer:METRICS",
+    },
+    "topiq_loss.cli.images": {"refuse_overwrite": "topiq_loss._compat:refuse_overwrite"},
+}
+#: What to use instead, where the name itself lives on only here.
+_INSTEAD = {"topiq_loss._compat:refuse_overwrite": "topiq_loss.cli.outputs.check_outputs"}
 
 
 class _AliasLoader(importlib.abc.Loader):
@@ -109,3 +122,33 @@ def attribute(package: str, name: str) -> types.ModuleType:
     if full not in ALIASES:
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
     return importlib.import_module(full)
+
+
+def moved_name(module: str, name: str) -> object:
+    """``module.name`` for a name 0.4 had there (see :data:`MOVED_NAMES`), with the
+    FutureWarning every 0.4 path gives; for a module's ``__getattr__``.
+
+    Raises:
+        AttributeError: ``name`` is no such name of ``module``.
+    """
+    target = MOVED_NAMES.get(module, {}).get(name)
+    if target is None:
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    old = next((o for o, n in ALIASES.items() if n == module), module)
+    where, attr = target.split(":")
+    # stacklevel 3: past this function and the module's __getattr__, to the user's line.
+    warnings.warn(
+        f"{old}.{name} is deprecated and will be removed in {_REMOVAL}: use "
+        f"{_INSTEAD.get(target, f'{where}.{attr}')} instead",
+        FutureWarning,
+        stacklevel=3,
+    )
+    return getattr(importlib.import_module(where), attr)
+
+
+def refuse_overwrite(output: object, inputs: object) -> None:
+    """0.4's ``topiq_loss.images.refuse_overwrite(output, inputs)``: ``ValueError`` when
+    ``output`` is one of the files ``inputs`` (by any path). 0.5 guards every output of a
+    command with ``topiq_loss.cli.outputs.check_outputs``, which this calls (it also refuses
+    an output that is a folder or whose folder does not exist)."""
+    importlib.import_module("topiq_loss.cli.outputs").check_outputs({"OUTPUT": output}, inputs)

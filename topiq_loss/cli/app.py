@@ -10,6 +10,7 @@ first. This module parses the arguments.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -158,21 +159,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     args = _parser().parse_args(argv)
     try:
-        if args.command == "demo":
-            from .demo import demo
-
-            demo(args.weights, args.size, args.device, args.cache_dir)
-            return 0
-        if args.command == "weights":
-            from .weights import weights_command
-
-            return weights_command(args)
-        from .score import map_command, score_command
-
-        return map_command(args) if args.command == "map" else score_command(args)
+        status = _run(args)
+        sys.stdout.flush()  # here, where a reader that went away is handled below
+        return status
+    except BrokenPipeError:
+        return _reader_gone()
     except (OSError, RuntimeError, ValueError, TypeError, WeightsError) as exc:
         print(f"topiq-loss: error: {cli_wording(str(exc))}", file=sys.stderr)
         return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "demo":
+        from .demo import demo
+
+        demo(args.weights, args.size, args.device, args.cache_dir)
+        return 0
+    if args.command == "weights":
+        from .weights import weights_command
+
+        return weights_command(args)
+    from .score import map_command, score_command
+
+    return map_command(args) if args.command == "map" else score_command(args)
+
+
+#: The status of a process that SIGPIPE ended (128 + 13), what a shell reports for Unix tools.
+PIPE_CLOSED = 141
+
+
+def _reader_gone() -> int:
+    """``topiq-loss score DIR | head -1``: the reader closed the pipe. Stop quietly, as Unix
+    tools do; stdout is pointed at devnull (as Python's documentation of SIGPIPE advises)
+    so that the interpreter's last flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no file descriptor behind sys.stdout
+        pass
+    return PIPE_CLOSED
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ is not one still picture (animations, multi-page files) or not safe to decode
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections.abc import Iterator
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import torch
+
+from .. import _compat
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -144,8 +147,12 @@ def read_image(path: str | Path | BinaryIO) -> torch.Tensor:
     import numpy as np
     from PIL import Image
 
-    with file_errors(getattr(path, "name", path)):
-        with Image.open(path) as im:
+    with file_errors(getattr(path, "name", path)), contextlib.ExitStack() as stack:
+        # A path is opened here and PIL given the file object: from a file name PIL maps
+        # raw single-strip data (grey and 16-bit TIFFs) into memory and then loses their
+        # orientation (Pillow 11-13 turn them back sideways); from a file object it reads them.
+        fp = stack.enter_context(open(path, "rb")) if isinstance(path, (str, os.PathLike)) else path
+        with Image.open(fp) as im:
             frames = getattr(im, "n_frames", 1)
             if frames > 1:
                 raise ValueError(
@@ -169,18 +176,22 @@ def oriented_size(path: str | Path) -> tuple[int, int]:
 
     with file_errors(path), Image.open(path) as im:
         w, h = im.size
+        if im.format == "TIFF":
+            # Recent Pillow reports a TIFF's size already oriented; its tags hold the stored one.
+            w, h = _first(im.tag_v2.get(256), w), _first(im.tag_v2.get(257), h)
         turned = im.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
     return (w, h) if turned else (h, w)
 
 
 def image_files(folder: str | Path) -> list[Path]:
-    """The files directly in ``folder`` with an image extension PIL knows (any case), sorted.
+    """The files directly in ``folder`` with an extension PIL can read (any case), sorted.
 
-    Hidden files (a leading dot) are skipped.
+    Hidden files (a leading dot) are skipped, and so are formats PIL only writes (``.pdf``,
+    ``.palm``, ...): a ``plots.pdf`` beside the images is no image to score.
     """
     from PIL import Image
 
-    known = Image.registered_extensions()
+    known = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
     return sorted(
         p for p in Path(folder).iterdir()
         if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in known
@@ -218,3 +229,8 @@ def save_image(img: PILImage, path: str | Path) -> None:
     fmt = writable_format(path)
     options = {"quality": 95} if fmt == "JPEG" else {}
     img.save(path, format=fmt, **options)
+
+
+def __getattr__(name: str) -> object:
+    # 0.4's names of this module (topiq_loss._compat.MOVED_NAMES), with a FutureWarning.
+    return _compat.moved_name(__name__, name)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .. import _compat
 from ..functional.maps import render_maps
 from ..losses.fr import TOPIQLoss
 from ..losses.nr import TOPIQNRLoss
@@ -123,3 +124,8 @@ def map_command(args: argparse.Namespace) -> int:
     else:
         print(f"{report.render(fmt)}; maps -> {args.output}")
     return 0
+
+
+def __getattr__(name: str) -> object:
+    # 0.4's names of this module (topiq_loss._compat.MOVED_NAMES), with a FutureWarning.
+    return _compat.moved_name(__name__, name)

@@ -3,9 +3,11 @@ float32 under autocast, and inputs brought up to the network's minimum size."""
 
 from __future__ import annotations
 
+import difflib
 import functools
+import inspect
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -20,7 +22,10 @@ from ..losses.nr import TOPIQNRLoss
 from ..losses.shared import shared_fr_loss, shared_nr_loss
 from ..weights.registry import RANDOM, is_random
 
-__all__ = ["LPIPSPlusPlug", "as_float32", "cached_fr", "cached_nr", "metric_device", "numpy_image", "score_fr", "score_nr", "upsample_to_min"]
+__all__ = [
+    "LPIPSPlusPlug", "as_float32", "cached_fr", "cached_nr", "check_count", "check_plug_options", "metric_device",
+    "numpy_image", "plug_options", "score_fr", "score_nr", "upsample_to_min",
+]
 
 MIN_SIZE = _checks.MIN_SIZE
 
@@ -74,6 +79,48 @@ def numpy_image(
             f"`{name}` must hold values in 0..{scale:g} (dtype {img.dtype}); got min {lo * scale:g}, max {hi * scale:g}"
         )
     return x
+
+
+def plug_options(plug: type) -> list[str]:
+    """The options a plug's YAML/TOML block may hold: the named parameters of every
+    ``__init__`` in its classes, the framework-facing class first."""
+    names: list[str] = []
+    for klass in plug.__mro__:
+        if klass in (nn.Module, object):
+            break
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        for p in inspect.signature(init).parameters.values():
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in names:
+                names.append(p.name)
+    return names
+
+
+def check_plug_options(plug: type, unknown: Mapping[str, Any]) -> None:
+    """The one option parser of every plug: ``unknown`` holds the keys of the user's block
+    that no parameter took (a plug's ``**kwargs``); any of them is refused, listing the valid
+    ones. A typo (``wieghts: pipal``) must not train silently with the defaults.
+
+    Raises:
+        TypeError: naming the first unknown key, a close valid one, and every valid one.
+    """
+    if not unknown:
+        return
+    valid = plug_options(plug)
+    keys = sorted(map(str, unknown))
+    close = difflib.get_close_matches(keys[0], valid, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    more = f" (and {', '.join(map(repr, keys[1:]))})" if len(keys) > 1 else ""
+    raise TypeError(f"{plug.__name__}: unknown option {keys[0]!r}{hint}{more}; valid: {', '.join(valid)}")
+
+
+def check_count(value: object, name: str) -> int:
+    """An int >= 1 under the user's own option name (``robust_samples``, not the
+    ``samples`` it becomes inside)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be an int >= 1; got {value!r}")
+    return value
 
 
 def metric_device(device: Any = None) -> torch.device:
@@ -167,6 +214,7 @@ class LPIPSPlusPlug(nn.Module):
         input_range: (low, high) of pixel values.
         checkpoint: gradient checkpointing (less memory).
         lpips: a prebuilt :class:`~topiq_loss.LPIPSPlusLoss` to use instead.
+        **kwargs: refused, listing the valid options (a typo must not train with the defaults).
     """
 
     def __init__(
@@ -180,8 +228,10 @@ class LPIPSPlusPlug(nn.Module):
         lpips: LPIPSPlusLoss | None = None,
         **kwargs: Any,
     ) -> None:
+        check_plug_options(type(self), kwargs)  # before a network is built
         super().__init__()
         self.loss_weight = _checks.check_loss_weight(loss_weight)
+        checkpoint = _checks.check_bool(checkpoint, "checkpoint")
         if lpips is None:
             lpips = LPIPSPlusLoss(
                 net=net, weights=weights, semantic_layer=semantic_layer, input_range=input_range

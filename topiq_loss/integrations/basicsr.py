@@ -34,7 +34,7 @@ from ..functional.robust import RandomTransforms
 from ..losses.fr import TOPIQLoss
 from ..weights.env import env_value
 from ..weights.registry import DEFAULT_WEIGHTS
-from ._common import LPIPSPlusPlug
+from ._common import LPIPSPlusPlug, check_count, check_plug_options
 from .basicsr_metrics import calculate_topiq, calculate_topiq_nr
 
 __all__ = [
@@ -91,6 +91,7 @@ class BasicSRTOPIQLoss(nn.Module):
         objective: ``"anchored"`` (the default when the loss is built here; 0 with a
             zero gradient at the target) or ``"score"`` (``1 - score``, the published
             score; not minimised at the target); ``None`` with ``topiq=`` takes its objective.
+        **kwargs: refused, listing the valid options (a typo must not train with the defaults).
 
     Shape:
         - pred, target: (N, C, H, W), C in (1, 3), H, W >= 32.
@@ -113,9 +114,13 @@ class BasicSRTOPIQLoss(nn.Module):
         robust: bool = False,
         robust_samples: int = 1,
         objective: Objective | None = None,
+        **kwargs: Any,
     ) -> None:
+        check_plug_options(type(self), kwargs)  # before a network is built
         super().__init__()
         objective = None if objective is None else check_objective(objective)
+        robust_samples = check_count(robust_samples, "robust_samples")
+        checkpoint = _checks.check_bool(checkpoint, "checkpoint")  # every option before a build
         self.loss_weight = _checks.check_loss_weight(loss_weight)
         self.reduction = _checks.check_reduction(reduction)
         self.as_perceptual = _checks.check_bool(as_perceptual, "as_perceptual")
@@ -126,7 +131,7 @@ class BasicSRTOPIQLoss(nn.Module):
                 input_range=_checks.check_input_range(input_range),
                 robust=robust_opt,
                 objective=objective or "anchored",
-            ).set_grad_checkpointing(_checks.check_bool(checkpoint, "checkpoint"))
+            ).set_grad_checkpointing(checkpoint)
         elif not isinstance(topiq, TOPIQLoss):
             raise TypeError(f"`topiq` must be a TOPIQLoss or None; got {type(topiq).__name__}")
         elif tuple(input_range) != topiq.input_range:

@@ -15,7 +15,8 @@ in its TOML. neosr losses return the weighted loss and run in float32.
 neosr 1.0.0 logs the mean of a validation metric as ``sum / (n - 1) + 1``, not
 ``sum / n``; the two metrics here keep their own count and sum of the per-image scores
 of the current validation round (:data:`VALIDATION_MEANS`, :func:`validation_mean`)
-and log the true running mean at INFO with every score.
+and log the true running mean at INFO with every score, through neosr's own logger
+(``neosr``, the one with its console and file handlers) when neosr has set it up.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import importlib
 import logging
 import math
 import os
+import sys
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -36,7 +39,7 @@ from .. import _checks
 from ..functional.objectives import Objective, check_objective
 from ..losses.fr import TOPIQLoss
 from ..weights.registry import DEFAULT_NR_WEIGHTS, DEFAULT_WEIGHTS
-from ._common import LPIPSPlusPlug, as_float32, numpy_image, score_fr, score_nr, upsample_to_min
+from ._common import LPIPSPlusPlug, as_float32, check_plug_options, numpy_image, score_fr, score_nr, upsample_to_min
 
 __all__ = [
     "VALIDATION_MEANS",
@@ -66,6 +69,7 @@ class topiq_loss(nn.Module):  # noqa: N801 (neosr's registry names losses in low
         input_range: (low, high) of pixel values.
         checkpoint: gradient checkpointing (less memory).
         topiq: a prebuilt :class:`~topiq_loss.TOPIQLoss` to use instead.
+        **kwargs: refused, listing the valid options (a typo must not train with the defaults).
 
     Shape:
         - pred, target: (N, C, H, W), C in (1, 3). Output: scalar.
@@ -81,13 +85,17 @@ class topiq_loss(nn.Module):  # noqa: N801 (neosr's registry names losses in low
         topiq: TOPIQLoss | None = None,
         **kwargs: Any,
     ) -> None:
+        check_plug_options(type(self), kwargs)  # before a network is built
         super().__init__()
         self.loss_weight = _checks.check_loss_weight(loss_weight)
+        if topiq is not None and not isinstance(topiq, TOPIQLoss):
+            raise TypeError(f"`topiq` must be a TOPIQLoss or None; got {type(topiq).__name__}")
+        checkpoint = _checks.check_bool(checkpoint, "checkpoint")  # every option before a build
         if topiq is None:
             topiq = TOPIQLoss(
                 weights=weights, objective=check_objective(objective),
                 input_range=_checks.check_input_range(input_range),
-            ).set_grad_checkpointing(_checks.check_bool(checkpoint, "checkpoint"))
+            ).set_grad_checkpointing(checkpoint)
         self.topiq = topiq
 
     def train(self, mode: bool = True) -> topiq_loss:
@@ -122,22 +130,35 @@ class lpips_plus_loss(LPIPSPlusPlug):  # noqa: N801 (neosr's naming)
 class ValidationMean:
     """Count and sum of one metric's per-image scores in the current validation round.
 
-    A round ends where a reference image already seen in it comes again (neosr scores the
-    same validation set each round); scores given without a reference keep adding.
+    Inside neosr's validation loop the round is neosr's own: a new round starts when
+    neosr starts validating again (another iteration or data set) or its image index goes
+    back. Called from anywhere else, a round ends where a reference image already seen in
+    it comes again; scores given without a reference keep adding.
     """
 
     count: int = 0
     total: float = 0.0
     _seen: set[bytes] = field(default_factory=set, repr=False)
+    _round: Hashable | None = field(default=None, repr=False)
+    _index: int | None = field(default=None, repr=False)
 
     @property
     def mean(self) -> float:
         """``total / count``; NaN before any score."""
         return self.total / self.count if self.count else math.nan
 
-    def add(self, score: float, reference: Any = None) -> None:
-        """Count ``score``; ``reference`` (a numpy image) tells the rounds apart."""
-        if isinstance(reference, np.ndarray):
+    def add(
+        self, score: float, reference: Any = None, round_key: Hashable | None = None, index: int | None = None
+    ) -> None:
+        """Count ``score``. ``round_key`` and ``index`` (the validation round and the
+        image's place in it) tell the rounds apart; without them, ``reference`` (a numpy
+        image) does."""
+        if round_key is not None:
+            went_back = index is not None and self._index is not None and index < self._index
+            if round_key != self._round or went_back:
+                self.reset()
+            self._round, self._index = round_key, index
+        elif isinstance(reference, np.ndarray):
             key = hashlib.blake2b(np.ascontiguousarray(reference).tobytes(), digest_size=16)
             key.update(repr((reference.shape, reference.dtype.str)).encode())
             digest = key.digest()
@@ -148,9 +169,10 @@ class ValidationMean:
         self.total += score
 
     def reset(self) -> None:
-        """Forget every score (and reference) seen."""
+        """Forget every score (and reference, and round) seen."""
         self.count, self.total = 0, 0.0
         self._seen.clear()
+        self._round = self._index = None
 
 
 #: The running validation mean of each metric of this plug, by its neosr name.
@@ -174,10 +196,55 @@ def reset_validation_means() -> None:
         tally.reset()
 
 
-def _tally(metric: str, score: float, reference: Any) -> float:
+#: neosr's logger (``neosr.utils.get_root_logger``): it holds neosr's console and file
+#: handlers and does not propagate, so lines logged anywhere else never reach its user.
+NEOSR_LOGGER = "neosr"
+#: The method of neosr's models that runs one validation round (its name through neosr's history).
+_VALIDATION_LOOP = "nondist_validation"
+_warned_no_console = False
+
+
+def _validation_round() -> tuple[Hashable, int | None] | None:
+    """(round, image index) read from neosr's validation loop on the call stack, or None
+    when not called from it. The round is the validation's iteration and data loader."""
+    try:
+        frame = sys._getframe(2)
+    except ValueError:  # a shallower stack: not neosr's loop
+        return None
+    for _ in range(32):
+        if frame is None:
+            return None
+        if frame.f_code.co_name == _VALIDATION_LOOP:
+            local = frame.f_locals
+            index = local.get("_idx", local.get("idx"))
+            return (local.get("current_iter"), id(local.get("dataloader"))), index if isinstance(index, int) else None
+        frame = frame.f_back  # type: ignore[assignment]
+    return None
+
+
+def _console() -> logging.Logger:
+    """neosr's own logger (a child of it) once neosr has set it up, else this module's."""
+    global _warned_no_console
+    if logging.getLogger(NEOSR_LOGGER).handlers:
+        return logging.getLogger(NEOSR_LOGGER).getChild("topiq_loss")
+    if not _warned_no_console:
+        _warned_no_console = True
+        _log.warning(
+            "neosr's logger %r has no handler yet: the true validation means of topiq_loss's metrics are "
+            "logged at INFO on %r (or read topiq_loss.integrations.neosr.validation_mean())",
+            NEOSR_LOGGER, _log.name,
+        )
+    return _log
+
+
+def _tally(metric: str, score: float, reference: Any, where: tuple[Hashable, int | None] | None) -> float:
     tally = VALIDATION_MEANS[metric]
-    tally.add(score, reference)
-    _log.info("%s: %.4f; running mean %.4f over %d images", metric, score, tally.mean, tally.count)
+    round_key, index = where if where is not None else (None, None)
+    tally.add(score, reference, round_key, index)
+    _console().info(
+        "%s: %.4f; true running mean %.4f over %d images",
+        metric, score, tally.mean, tally.count,
+    )
     return score
 
 
@@ -202,7 +269,7 @@ def calculate_topiq_metric(
     """
     x = numpy_image(img, "img", crop_border=crop_border, bgr=True)
     y = numpy_image(img2, "img2", crop_border=crop_border, bgr=True)
-    return _tally("calculate_topiq_metric", score_fr(x, y, weights, device), img2)
+    return _tally("calculate_topiq_metric", score_fr(x, y, weights, device), img2, _validation_round())
 
 
 def calculate_topiq_nr_metric(
@@ -216,7 +283,7 @@ def calculate_topiq_nr_metric(
     """No-reference TOPIQ score of ``img`` (neosr metric; ``img2``, when neosr passes
     it, only tells the validation rounds of :func:`validation_mean` apart)."""
     score = score_nr(numpy_image(img, "img", crop_border=crop_border, bgr=True), weights, device, resize)
-    return _tally("calculate_topiq_nr_metric", score, kwargs.get("img2"))
+    return _tally("calculate_topiq_nr_metric", score, kwargs.get("img2"), _validation_round())
 
 
 def register(loss_registry: Any | None = None, metric_registry: Any | None = None) -> None:

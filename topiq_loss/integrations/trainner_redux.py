@@ -28,7 +28,7 @@ from .. import _checks
 from ..functional.objectives import Objective, check_objective
 from ..losses.fr import TOPIQLoss as _TOPIQLoss
 from ..weights.registry import DEFAULT_NR_WEIGHTS, DEFAULT_WEIGHTS
-from ._common import LPIPSPlusPlug, as_float32, numpy_image, score_fr, score_nr, upsample_to_min
+from ._common import LPIPSPlusPlug, as_float32, check_plug_options, numpy_image, score_fr, score_nr, upsample_to_min
 
 __all__ = ["LPIPSPlusLoss", "TOPIQLoss", "calculate_topiq_metric", "calculate_topiq_nr_metric", "register"]
 
@@ -51,6 +51,7 @@ class TOPIQLoss(nn.Module):
         input_range: (low, high) of pixel values.
         checkpoint: gradient checkpointing (less memory).
         topiq: a prebuilt :class:`~topiq_loss.TOPIQLoss` to use instead (tests, sharing).
+        **kwargs: refused, listing the valid options (a typo must not train with the defaults).
 
     Shape:
         - pred, target: (N, C, H, W), C in (1, 3), any H, W >= 1. Output: scalar.
@@ -66,14 +67,18 @@ class TOPIQLoss(nn.Module):
         topiq: _TOPIQLoss | None = None,
         **kwargs: Any,
     ) -> None:
+        check_plug_options(type(self), kwargs)  # before a network is built
         super().__init__()
         # Kept signed: a negative weight is traiNNer-redux's switch to the upscaled-LR target.
         self.loss_weight = _checks.check_loss_weight(loss_weight)
+        if topiq is not None and not isinstance(topiq, _TOPIQLoss):
+            raise TypeError(f"`topiq` must be a TOPIQLoss or None; got {type(topiq).__name__}")
+        checkpoint = _checks.check_bool(checkpoint, "checkpoint")  # every option before a build
         if topiq is None:
             topiq = _TOPIQLoss(
                 weights=weights, objective=check_objective(objective),
                 input_range=_checks.check_input_range(input_range),
-            ).set_grad_checkpointing(_checks.check_bool(checkpoint, "checkpoint"))
+            ).set_grad_checkpointing(checkpoint)
         self.topiq = topiq
 
     def train(self, mode: bool = True) -> TOPIQLoss:

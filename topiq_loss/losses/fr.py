@@ -110,6 +110,7 @@ class TOPIQLoss(FrozenNetworkLoss):
         progress: bool = True,
     ) -> None:
         objective = check_objective(objective)  # before a network is built
+        progress = _checks.check_bool(progress, "progress")
         label = weights_label(weights, given=net is not None)
         if net is None:
             net = build_network(weights, kind="fr", cache_dir=cache_dir, progress=progress)
@@ -171,14 +172,18 @@ class TOPIQLoss(FrozenNetworkLoss):
         transforms; the values are checked once per call either way."""
         check = self.check_values if check_values is None else check_values
         if not self.robust:
-            return fn(pred, target, check)
-        if isinstance(target, TargetFeatures):
+            out = fn(pred, target, False)
+        elif isinstance(target, TargetFeatures):
             raise ValueError(_ROBUST_TARGET)
-        _checks.check_pair(pred, target, values=False)  # before any transform touches them
-        out = self._ensemble(lambda p, t: fn(p, t, False), pred, target)
+        else:
+            _checks.check_pair(pred, target, values=False)  # before any transform touches them
+            out = self._ensemble(lambda p, t: fn(p, t, False), pred, target)
         if check:
-            _checks.check_values([(pred, "pred"), (target, "target")], out, "`pred` and `target`",
-                                 self.input_range, owner=self.net)
+            # Read here, not in the functional: the range warning is once per loss (this
+            # object), not once per network, which metrics and losses may share.
+            images = [(pred, "pred")] if isinstance(target, TargetFeatures) else [(pred, "pred"), (target, "target")]
+            names = " and ".join(f"`{n}`" for _, n in images)
+            _checks.check_values(images, out, names, self.input_range, owner=self)
         return out
 
     def with_target(self, target: torch.Tensor) -> TOPIQTarget:

@@ -58,10 +58,10 @@ def _check_values(
 ) -> torch.Tensor:
     """The inputs' and the distance's values, in one host sync: NaN/inf inputs and a
     non-finite distance (finite inputs so large that the features overflow) are refused,
-    as TOPIQ refuses them; far out-of-range inputs warn once per network."""
+    as TOPIQ refuses them; far out-of-range inputs warn once per loss (``owner``)."""
     _checks.check_values(
         [(pred, "pred"), (target, "target")], distance, "`pred` and `target`", owner.input_range,
-        owner=owner.net, what="LPIPS distance",
+        owner=owner, what="LPIPS distance",
     )
     return distance
 
@@ -138,6 +138,7 @@ class LPIPSLoss(FrozenHolder):
         self.loss_weight = _checks.check_loss_weight(loss_weight)
         self.input_range = _checks.check_input_range(input_range)
         self._robust_options(robust)
+        progress = _checks.check_bool(progress, "progress")
         if network is None:
             network = build_lpips_network(_checks.check_choice(net, "net", ("alex", "vgg")), weights, progress)
             self.weights_name = weights_label(weights)
@@ -175,7 +176,7 @@ class LPIPSLoss(FrozenHolder):
         """Per-layer distance maps ``S_m`` (N, 1, h_m, w_m) and pooling weights of the same
         sizes (the resized target activations; ones for plain LPIPS), float32 or wider."""
         maps, weights = self._layer_maps(pred, target)
-        _checks.check_values([(pred, "pred"), (target, "target")], input_range=self.input_range, owner=self.net)
+        _checks.check_values([(pred, "pred"), (target, "target")], input_range=self.input_range, owner=self)
         return maps, weights
 
     def _layer_maps(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

@@ -109,6 +109,7 @@ class TOPIQNRLoss(FrozenNetworkLoss):
     ) -> None:
         objective = check_objective(objective)
         resize = _checks.check_resize(resize, auto=True)  # before a network is built
+        progress = _checks.check_bool(progress, "progress")
         entry = None
         label = weights_label(weights, given=net is not None)
         if net is None:
@@ -145,40 +146,44 @@ class TOPIQNRLoss(FrozenNetworkLoss):
         ``check_values`` overrides the loss's setting for this call."""
         check = self.check_values if check_values is None else check_values
 
-        def values(x: torch.Tensor, t: torch.Tensor | None = None, check: bool = False) -> torch.Tensor:
+        def values(x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
             return topiq_nr_loss(
                 x, t, net=self.net, objective=self.objective, score_range=self.score_range, reduction="none",
-                input_range=self.input_range, resize=self.resize, check_values=check,
+                input_range=self.input_range, resize=self.resize, check_values=False,
             )
 
         if not self.robust or (target is not None and self.objective == "score"):
-            return values(img, target, check)  # (the latter refuses the target, before any transform)
-        return self._robust(values, check, img, target)
+            out = values(img, target)  # (the latter refuses the target, before any transform)
+        else:
+            out = self._robust(values, img, target)
+        return self._checked(out, check, img, target)
 
     def score(self, img: torch.Tensor) -> torch.Tensor:
         """(N,) raw score of ``img``, higher is better (within ``score_range``, about);
         the ensemble mean with ``robust=True``."""
 
-        def nr(x: torch.Tensor, check: bool = False) -> torch.Tensor:
-            return topiq_nr(x, net=self.net, input_range=self.input_range, resize=self.resize, check_values=check)
+        def nr(x: torch.Tensor) -> torch.Tensor:
+            return topiq_nr(x, net=self.net, input_range=self.input_range, resize=self.resize, check_values=False)
 
-        if not self.robust:
-            return nr(img, self.check_values)
-        return self._robust(nr, self.check_values, img)
+        return self._checked(nr(img) if not self.robust else self._robust(nr, img), self.check_values, img)
 
-    def _robust(
-        self, fn: Callable[..., torch.Tensor], check: bool, img: torch.Tensor, target: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """The ensemble mean of ``fn`` on ``img`` (and ``target``), values checked once."""
-        images = [(img, "img")] if target is None else [(img, "img"), (target, "target")]
+    def _robust(self, fn: Callable[..., torch.Tensor], img: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+        """The ensemble mean of ``fn`` on ``img`` (and ``target``)."""
         if target is None:
             _checks.check_image(img, "img", values=False)
         else:
             _checks.check_pair(img, target, pred_name="img", target_name="target", values=False)
-        out = self._ensemble(fn, *(x for x, _ in images))
+        return self._ensemble(fn, *((img,) if target is None else (img, target)))
+
+    def _checked(
+        self, out: torch.Tensor, check: bool, img: torch.Tensor, target: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``out`` after the call's one value check (inputs and result), when ``check``; the
+        range warning is once per loss (this object), not per network, which others may share."""
         if check:
+            images = [(img, "img")] if target is None else [(img, "img"), (target, "target")]
             names = " and ".join(f"`{n}`" for _, n in images)
-            _checks.check_values(images, out, names, self.input_range, owner=self.net)
+            _checks.check_values(images, out, names, self.input_range, owner=self)
         return out
 
     def features(self, img: torch.Tensor) -> CFANetFeatures:

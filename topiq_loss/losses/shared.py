@@ -135,6 +135,7 @@ def shared_fr_loss(
 ) -> tuple[TOPIQLoss, Hashable | None]:
     """A :class:`~topiq_loss.TOPIQLoss` on the process's shared FR network for
     ``weights`` on ``device``, and the network's cache key (None: not shared)."""
+    progress = _checks.check_bool(progress, "progress")
     net, _, key = shared_network(
         "fr", weights, device,
         lambda: (build_network(weights, kind="fr", cache_dir=cache_dir, progress=progress), None),
@@ -161,6 +162,7 @@ def shared_nr_loss(
     ``weights`` on ``device`` (``"auto"`` resize and score range from the weights'
     entry, as the loss itself does), and the network's cache key."""
     resize = _checks.check_resize(resize, auto=True)  # before a network is built
+    progress = _checks.check_bool(progress, "progress")
     net, entry, key = shared_network(
         "nr", weights, device,
         lambda: _with_entry(build_network(weights, ("nr", "iaa"), cache_dir=cache_dir, progress=progress)),

@@ -36,6 +36,15 @@ from ..weights.registry import DEFAULT_NR_WEIGHTS, DEFAULT_WEIGHTS
 __all__ = ["TOPIQMetric", "TOPIQNRMetric"]
 
 
+def _device_only(fn: Callable[..., Any], state: Any) -> Any:
+    """``fn`` applied to a metric state (a tensor or a list of them), its dtype kept: a
+    cast becomes a move to the device ``fn`` would have put the tensor on."""
+    if isinstance(state, torch.Tensor):
+        moved = fn(state)
+        return moved if moved.dtype == state.dtype else state.to(device=moved.device)
+    return [_device_only(fn, s) for s in state]
+
+
 class _ScoreMetric(Metric):
     """Mean (and optionally std and per-image) TOPIQ score; see the subclasses."""
 
@@ -88,8 +97,18 @@ class _ScoreMetric(Metric):
             loss._hold(net, loss.keep_in_state_dict)
 
     def _apply(self, fn: Callable[..., Any], exclude_state: Any = "") -> Any:
-        this = super()._apply(fn, exclude_state)
-        # Follow the states' device only: the network stays float32 whatever set_dtype does.
+        # Every state keeps its own dtype whatever the metric is cast to (set_dtype, .half(),
+        # .to(dtype)): a bfloat16 count sticks at 256 and a float16 one at 2048, and the
+        # float64 sums are what keeps the mean exact. The states follow the device only; the
+        # network stays float32 too.
+        states = tuple(self._defaults)
+        excluded = (exclude_state,) if isinstance(exclude_state, str) else tuple(exclude_state)
+        this = super()._apply(fn, (*excluded, *states))
+        for name in states:
+            if name in excluded:
+                continue
+            self._defaults[name] = _device_only(fn, self._defaults[name])
+            setattr(self, name, _device_only(fn, getattr(self, name)))
         self._follow(self.device)
         return this
 

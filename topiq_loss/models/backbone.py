@@ -20,6 +20,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 
+from .. import _checks
+
 if TYPE_CHECKING:
     from torchvision.models.resnet import Bottleneck
 
@@ -122,8 +124,8 @@ class ResNet50Features(nn.Module):
                 ``None`` (default) picks it on CPU, where it measured faster, and
                 contiguous elsewhere until measured there.
         """
-        self.fuse = bool(enabled)
-        self.channels_last = channels_last
+        self.fuse = _checks.check_bool(enabled, "enabled")
+        self.channels_last = _checks.check_optional_bool(channels_last, "channels_last")
         return self
 
     @property
@@ -134,7 +136,7 @@ class ResNet50Features(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> ResNet50Features:
         """Recompute each stage's activations in backward instead of storing them
         (non-reentrant checkpointing; same values and gradients); returns ``self``."""
-        self.grad_checkpointing = bool(enable)
+        self.grad_checkpointing = _checks.check_bool(enable, "enable")
         return self
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:

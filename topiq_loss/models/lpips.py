@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
 
+from .. import _checks
 from .seeded_init import seeded_init
 
 __all__ = ["NETS", "TAPS", "LPIPSNetwork", "NetName"]
@@ -93,13 +94,13 @@ class LPIPSNetwork(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> LPIPSNetwork:
         """Recompute the backbone in backward instead of storing its activations (less
         memory; same values and gradients). Returns ``self``."""
-        self.grad_checkpointing = bool(enable)
+        self.grad_checkpointing = _checks.check_bool(enable, "enable")
         return self
 
     def set_backbone_autocast(self, enable: bool = True) -> LPIPSNetwork:
         """Under ``torch.autocast``, let the backbone run in half precision too (default
         off: it stays in the network's dtype). Returns ``self``."""
-        self.backbone_autocast = bool(enable)
+        self.backbone_autocast = _checks.check_bool(enable, "enable")
         return self
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

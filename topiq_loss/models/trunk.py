@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 
+from .. import _checks
 from .backbone import FEATURE_CHANNELS, ResNet50Features
 from .layers import CrossAttentionLayer, LayerStack, SelfAttentionLayer
 
@@ -118,14 +119,14 @@ class CFANetTrunk(nn.Module):
         """Recompute the backbone's stages and each level's gated pooling in backward
         instead of storing their activations (less memory, about one extra forward of
         the network in backward; same values and gradients). Returns ``self``."""
-        self.semantic_model.set_grad_checkpointing(enable)
+        self.semantic_model.set_grad_checkpointing(_checks.check_bool(enable, "enable"))
         return self
 
     def set_backbone_autocast(self, enable: bool = True) -> CFANetTrunk:
         """Under ``torch.autocast``, let the ResNet50 run in half precision too
         (default off: it stays in the network's dtype; see :meth:`backbone_features`).
         Returns ``self``."""
-        self.backbone_autocast = bool(enable)
+        self.backbone_autocast = _checks.check_bool(enable, "enable")
         return self
 
     def position_embedding(self, size: tuple[int, int]) -> torch.Tensor:

@@ -8,6 +8,7 @@ once per call; :mod:`topiq_loss.training.restoration` and :mod:`topiq_loss.train
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
@@ -94,7 +95,6 @@ def _nr_from(
         raise TypeError(f"`nr` must be a TOPIQNRLoss, NR weights (name or path) or None; got {type(nr).__name__}")
     if weight == 0 and nr is None:
         return None
-    # Random TOPIQ weights (tests) make a random NR term too, rather than a koniq download.
     weights = nr if nr is not None else (None if random else DEFAULT_NR_WEIGHTS)
     return TOPIQNRLoss(weights=weights, reduction="none", objective=objective)
 
@@ -132,17 +132,31 @@ class MixedLoss(nn.Module):
             )
         if lpips is not None and not isinstance(lpips, LPIPSLoss):
             raise TypeError(f"`lpips` must be an LPIPSLoss / LPIPSPlusLoss or None; got {type(lpips).__name__}")
-        # LPIPS+ (the TOPIQ paper's semantic-weighted LPIPS) by default: a distance, 0 at the target.
-        self.lpips = lpips if lpips is not None or self.lpips_weight == 0 else LPIPSPlusLoss(reduction="none")
         self.reduction = _checks.check_reduction(reduction)
+        # Random TOPIQ weights (tests) make every term built here random: no download.
+        random = "weights" in topiq_kwargs and is_random(topiq_kwargs["weights"])
+        # LPIPS+ (the TOPIQ paper's semantic-weighted LPIPS) by default: a distance, 0 at the target.
+        self.lpips = (
+            lpips if lpips is not None or self.lpips_weight == 0
+            else LPIPSPlusLoss(weights="random" if random else "default", reduction="none")
+        )
         # Submodules: they keep their networks out of state_dict()/parameters() themselves.
         self.topiq = _topiq_from(topiq, topiq_kwargs, objective)
-        random = "weights" in topiq_kwargs and is_random(topiq_kwargs["weights"])
         self.nr = _nr_from(nr, self.nr_weight, self.topiq.objective, random)
 
     def _mix(
-        self, pred: torch.Tensor, target: torch.Tensor, names: tuple[str, str] = ("pred", "target")
+        self,
+        pred: torch.Tensor,
+        target: torch.Tensor,
+        names: tuple[str, str],
+        inputs: Sequence[tuple[torch.Tensor, str]] | None = None,
     ) -> dict[str, torch.Tensor]:
+        """The terms of ``pred`` against ``target``. ``names`` are the caller's names for the
+        two, ``inputs`` the caller's own arguments with their names (default the pair): every
+        check of the call names what the user passed (``sr``/``hr``, ``noisy``), never ``pred``."""
+        if self.topiq_weight > 0 or (self.nr is not None and self.nr_weight > 0):
+            # Shapes and dtypes first, in the caller's names (the terms below would say `pred`).
+            _checks.check_pair(pred, target, pred_name=names[0], target_name=names[1], values=False)
         terms: dict[str, torch.Tensor] = {}
         total = pred.new_zeros(pred.shape[0])
         if self.pixel is not None and self.pixel_weight > 0:
@@ -164,9 +178,9 @@ class MixedLoss(nn.Module):
         if self.topiq.check_values:
             # The images and the total are read once here (one host sync), not again by
             # each term; NaN must not pass as a pixel loss either.
-            images = [(pred, names[0]), (target, names[1])]
-            _checks.check_values(images, total, f"`{names[0]}` and `{names[1]}`", self.topiq.input_range,
-                                 owner=self.topiq.net)
+            images = list(inputs) if inputs is not None else [(pred, names[0]), (target, names[1])]
+            shown = " and ".join(f"`{n}`" for _, n in images)
+            _checks.check_values(images, total, shown, self.topiq.input_range, owner=self)
         terms = {k: reduce_loss(v, self.reduction) for k, v in terms.items()}
         terms["total"] = reduce_loss(total, self.reduction)
         return terms

@@ -54,7 +54,8 @@ class SRLoss(MixedLoss):
         lpips_weight: weight of an optional LPIPS term (a distance, 0 at ``hr``), default 0.
         lpips: the :class:`~topiq_loss.LPIPSLoss` / :class:`~topiq_loss.LPIPSPlusLoss` to
             use; with ``lpips_weight > 0`` and none given, ``LPIPSPlusLoss()`` (AlexNet,
-            the TOPIQ paper's semantic weighting) is built.
+            the TOPIQ paper's semantic weighting) is built (random weights when the TOPIQ
+            weights are random, as for ``nr``).
 
     Shape:
         - sr: (N, C, H, W) network output, C in (1, 3), values in ``input_range``.
@@ -105,6 +106,7 @@ class SRLoss(MixedLoss):
             if not isinstance(x, torch.Tensor) or x.dim() != 4:
                 got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
                 raise ValueError(f"`{name}` must be a (N, C, H, W) tensor; got {got}")
+            _checks.check_layout(x, name)
         if sr.shape[:2] != hr.shape[:2]:
             raise ValueError(
                 f"`sr` and `hr` must have the same batch size and channels; got "
@@ -132,7 +134,7 @@ class SRLoss(MixedLoss):
 
     def terms(self, sr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{"pixel", "topiq", ["nr",] "total"}`` (unweighted parts, weighted total), reduced."""
-        return self._mix(*self.align(sr, hr))
+        return self._mix(*self.align(sr, hr), ("sr", "hr"))
 
     def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
         """Weighted loss of the SR output ``sr`` against the ground truth ``hr``."""
@@ -194,6 +196,7 @@ class DenoiseLoss(MixedLoss):
         if not isinstance(noisy, torch.Tensor) or noisy.shape != output.shape:
             got = tuple(noisy.shape) if isinstance(noisy, torch.Tensor) else type(noisy).__name__
             raise ValueError(f"`noisy` must have the shape of `output` {tuple(output.shape)}; got {got}")
+        _checks.check_layout(noisy, "noisy")
         return noisy - output
 
     def terms(
@@ -202,7 +205,10 @@ class DenoiseLoss(MixedLoss):
         """``{"pixel", "topiq", "total"}`` (unweighted parts, weighted total), reduced."""
         est = self.estimate(output, noisy)
         _checks.check_pair(est, clean, pred_name="output", target_name="clean", values=False)
-        return self._mix(est, clean, ("output", "clean"))
+        inputs = [(output, "output"), (clean, "clean")]
+        if noisy is not None and est is not output:
+            inputs.append((noisy, "noisy"))
+        return self._mix(est, clean, ("output", "clean"), inputs)
 
     def forward(
         self, output: torch.Tensor, clean: torch.Tensor, noisy: torch.Tensor | None = None

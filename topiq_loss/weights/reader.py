@@ -57,6 +57,14 @@ def classify_weights(
     if not text.strip():
         # Path("") is ".", an existing folder: without this it is "not found: .".
         raise WeightsArgumentError(f"`weights` is an empty string; it must be {expected}")
+    if "://" in text:
+        # Path() would fold "https://host/f.pth" into "https:/host/f.pth" and report it missing.
+        raise WeightsArgumentError(
+            f"`weights` got the URL {text!r}, but URLs are not paths: `weights` must be {expected}. "
+            f"Download the file and pass its path; for the official TOPIQ files, set TOPIQ_LOSS_MIRROR "
+            f"to a base URL serving their file names instead (they are then downloaded into the "
+            f"weights cache: torch.hub's checkpoints folder, or `cache_dir=`)"
+        )
     path = Path(text)
     if path.is_file():
         return "file", path
@@ -110,6 +118,13 @@ def read_weights_file(
         raise WeightsError(f"{where} is not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
     if isinstance(obj, Mapping) and isinstance(obj.get("params"), Mapping):
         obj = obj["params"]
+    elif isinstance(obj, Mapping) and isinstance(obj.get("params_ema"), Mapping):
+        # A BasicSR checkpoint saved with EMA only: which network was meant is the user's call.
+        raise WeightsError(
+            f"{where} holds 'params_ema' but no 'params': topiq_loss reads a plain state dict or its "
+            f"'params' entry. Save the weights you mean (here the 'params_ema' dict) as a file of "
+            f"their own, or under 'params'"
+        )
     if not isinstance(obj, Mapping) or not obj:
         raise WeightsError(
             f"{where} holds {type(obj).__name__}{' (empty)' if isinstance(obj, Mapping) else ''}, expected a "
