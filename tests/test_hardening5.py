@@ -552,9 +552,8 @@ def test_progress_takes_only_bools(build, monkeypatch):
     import topiq_loss.losses.nr as nr
     import topiq_loss.losses.shared as shared
 
-    monkeypatch.setattr(nr, "load_network_of_kinds", lambda *a, **k: pytest.fail("built"))
+    monkeypatch.setattr(nr, "build_network", lambda *a, **k: pytest.fail("built"))
     monkeypatch.setattr(shared, "build_network", lambda *a, **k: pytest.fail("built"))
-    monkeypatch.setattr(shared, "load_network_of_kinds", lambda *a, **k: pytest.fail("built"))
     with pytest.raises(TypeError, match=r"`progress` must be True or False; got 'no'"):
         cls(progress="no")
 
