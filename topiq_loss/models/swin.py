@@ -23,6 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 
+from .._errors import WeightsError
+
 __all__ = ["SWIN_CHANNELS", "SWIN_INPUT_SIZE", "SwinFeatures", "relative_position_index", "shift_mask"]
 
 #: Channels of the four feature levels (the output of each stage, after its downsample).
@@ -33,6 +35,7 @@ SWIN_INPUT_SIZE: tuple[int, int] = (384, 384)
 #: The additive logit of a masked pair in shifted windows (the original Swin's value).
 _MASKED = -100.0
 _HALF = (torch.float16, torch.bfloat16)
+_FLOAT = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def relative_position_index(window: int) -> torch.Tensor:
@@ -93,12 +96,38 @@ class WindowAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        self.register_load_state_dict_pre_hook(_check_loaded_buffer)  # type: ignore[no-untyped-call]
 
     def position_bias(self) -> torch.Tensor:
         """(heads, L, L): the bias added to each head's logits."""
         length = self.window**2
         table = self.relative_position_bias_table
         return table[self.relative_position_index.reshape(-1)].view(length, length, -1).permute(2, 0, 1)
+
+
+def _check_loaded_buffer(module: nn.Module, state: dict[str, torch.Tensor], prefix: str, *args: object) -> None:
+    """Load pre-hook: a loaded ``relative_position_index`` / ``attn_mask`` must be exactly
+    the one the module computes (they are not learned; another one would silently
+    change what the network computes)."""
+    if isinstance(module, WindowAttention):
+        name, want = "relative_position_index", relative_position_index(module.window)
+        kind = f"the relative position index of a {module.window}x{module.window} window"
+        dtype_ok: tuple[torch.dtype, ...] = (torch.int64, torch.int32)
+    elif isinstance(module, SwinBlock):
+        name, want = "attn_mask", shift_mask(module.grid, module.window, module.shift)
+        kind = f"the shift mask of a {module.grid}x{module.grid} map ({module.window}-wide windows, shift {module.shift})"
+        dtype_ok = _FLOAT
+    else:
+        return
+    key = prefix + name
+    got = state.get(key)
+    if not isinstance(got, torch.Tensor):
+        return  # missing: strict loading reports it
+    if got.dtype not in dtype_ok or got.shape != want.shape or not torch.equal(got.to(want.dtype), want):
+        raise WeightsError(
+            f"tensor {key!r} ({got.dtype}, shape {tuple(got.shape)}) is not {kind}, which this network "
+            f"computes ({want.dtype}, shape {tuple(want.shape)}): it cannot be loaded"
+        )
 
 
 class _Mlp(nn.Module):
@@ -134,6 +163,7 @@ class SwinBlock(nn.Module):
         self.mlp = _Mlp(dim, 4 * dim)
         if shift:
             self.register_buffer("attn_mask", shift_mask(grid, window, shift))
+            self.register_load_state_dict_pre_hook(_check_loaded_buffer)  # type: ignore[no-untyped-call]
         else:
             self.attn_mask = None
 
@@ -147,16 +177,16 @@ class SwinBlock(nn.Module):
         else:
             y = self._reference_attention(y)
         x = x + y
-        return x + self.mlp(self.norm2(x))
+        return cast(torch.Tensor, x + self.mlp(self.norm2(x)))
 
     def _reference_attention(self, y: torch.Tensor) -> torch.Tensor:
         from torchvision.models.swin_transformer import shifted_window_attention
 
         attn = self.attn
-        return shifted_window_attention(
+        return cast(torch.Tensor, shifted_window_attention(
             y, attn.qkv.weight, attn.proj.weight, attn.position_bias().unsqueeze(0), [self.window] * 2,
             attn.num_heads, [self.shift] * 2, qkv_bias=attn.qkv.bias, proj_bias=attn.proj.bias, training=False,
-        )
+        ))
 
     def _attention(self, y: torch.Tensor) -> torch.Tensor:
         """Window attention by ``scaled_dot_product_attention``: the same logits

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
@@ -129,7 +129,7 @@ class CFANetTrunk(nn.Module):
         """Recompute the backbone's stages and each level's gated pooling in backward
         instead of storing their activations (less memory, about one extra forward of
         the network in backward; same values and gradients). Returns ``self``."""
-        self.semantic_model.set_grad_checkpointing(enable)
+        cast(Any, self.semantic_model).set_grad_checkpointing(enable)
         return self
 
     def set_backbone_autocast(self, enable: bool = True) -> CFANetTrunk:

@@ -24,8 +24,10 @@ from .checkpoint import LAYOUTS
 from .hub import checkpoint_layout, load_state_dict_checked, resolve_weights
 from .registry import (
     BUILD_BY_KIND,
+    BUILD_BY_LAYOUT,
     DEFAULT_WEIGHTS_BY_KIND,
     KINDS,
+    LAYOUT_KINDS,
     RANDOM,
     REGISTRY,
     Kind,
@@ -77,10 +79,11 @@ def load_network(
         layout = checkpoint_layout(state)
         if layout is not None and layout not in layout_builds:
             # Refused before building a network that could not hold it.
+            kinds = dict.fromkeys(LAYOUT_KINDS.get(k, k) for k in layout_builds)
             raise WeightsKindError(
                 f"{source} is a {LAYOUTS[layout]} checkpoint, not a "
-                f"{' or '.join(LAYOUTS[k] for k in layout_builds)} one: its kind is {layout!r}, "
-                f"not {' or '.join(map(repr, layout_builds))}"
+                f"{' or '.join(LAYOUTS[k] for k in kinds)} one: its kind is {LAYOUT_KINDS.get(layout, layout)!r}, "
+                f"not {' or '.join(map(repr, kinds))}"
             )
         build = layout_builds.get(layout or "", default_build)
     else:
@@ -197,7 +200,7 @@ def load_network_of_kinds(
             f"`kind` {asked}; got {weights!r}, whose kind is {REGISTRY[weights].kind!r}"
         )
     registry = {n: e for n, e in REGISTRY.items() if e.kind in kinds}
-    builds = {k: build for k, build in BUILD_BY_KIND.items() if k in kinds}
+    builds = {layout: build for layout, build in BUILD_BY_LAYOUT.items() if LAYOUT_KINDS[layout] in kinds}
     with seeded_init(f"topiq-{first}:{RANDOM}"):
         net, entry = load_network(weights, registry, BUILD_BY_KIND[first], builds, cache_dir, progress)
     return net, entry  # type: ignore[return-value]
