@@ -190,60 +190,49 @@ class SwinBlock(nn.Module):
 
     def _attention(self, y: torch.Tensor) -> torch.Tensor:
         """Window attention by ``scaled_dot_product_attention``: the same logits
-        (scaled ``q k^T`` + position bias + shift mask) as the reference, without
-        materialising them where the kernel need not."""
-        attn, ws, s = self.attn, self.window, self.shift
+        (scaled ``q k^T`` + position bias + shift mask) as the reference.
+
+        The CPU kernel is fast with a bias broadcast over the windows and 3-6x slower
+        with one bias per window (measured), and the shift mask is zero in every window
+        but those of the last row and column, which share three masks (the row's, the
+        column's, the corner's). So a shifted map is split into those four regions
+        (``split``/``cat``, whose backward is a ``cat``/``split``: no zero-filled
+        full-size gradients as indexing would make), each attended with one broadcast
+        bias.
+        """
+        ws, s = self.window, self.shift
+        bias = self.attn.position_bias().to(y.dtype)
+        if not s:
+            return self._windows(y, bias)
+        h, w = y.shape[1], y.shape[2]
+        mask = self.attn_mask
+        assert mask is not None  # a shifted block holds its mask (see __init__)
+        m = mask.to(y.dtype).view(h // ws, w // ws, ws * ws, ws * ws)
+        y = torch.roll(y, shifts=(-s, -s), dims=(1, 2))
+        top, bottom = y.split([h - ws, ws], dim=1)
+        inner, right = top.split([w - ws, ws], dim=2)
+        low, corner = bottom.split([w - ws, ws], dim=2)
+        out = torch.cat(
+            [
+                torch.cat([self._windows(inner, bias), self._windows(right, bias + m[0, -1])], dim=2),
+                torch.cat([self._windows(low, bias + m[-1, 0]), self._windows(corner, bias + m[-1, -1])], dim=2),
+            ],
+            dim=1,
+        )
+        return torch.roll(out, shifts=(s, s), dims=(1, 2))
+
+    def _windows(self, y: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Attention within the windows of ``y`` (N, h, w, C), h and w multiples of the
+        window, with ``bias`` (heads, L, L) added to every window's logits."""
+        attn, ws = self.attn, self.window
         n, h, w, c = y.shape
-        heads, rows, cols = attn.num_heads, h // ws, w // ws
-        if s:
-            y = torch.roll(y, shifts=(-s, -s), dims=(1, 2))
-        win = y.view(n, rows, ws, cols, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, ws * ws, c)
-        q, k, v = F.linear(win, attn.qkv.weight, attn.qkv.bias).view(win.shape[0], ws * ws, 3, heads, -1).permute(
-            2, 0, 3, 1, 4
-        ).unbind(0)
-        bias = attn.position_bias().to(q.dtype)
-        if self.attn_mask is None:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.unsqueeze(0))
-        else:
-            out = _masked_window_attention(q, k, v, bias, self.attn_mask.to(q.dtype), n, rows, cols)
-        out = out.transpose(1, 2).reshape(-1, ws * ws, c)
-        out = F.linear(out, attn.proj.weight, attn.proj.bias)
-        out = out.view(n, rows, cols, ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(n, h, w, c)
-        if s:
-            out = torch.roll(out, shifts=(s, s), dims=(1, 2))
-        return out
-
-
-def _masked_window_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor,
-    n: int, rows: int, cols: int,
-) -> torch.Tensor:
-    """Attention of shifted windows ((n * rows * cols, heads, L, d), row-major) with the
-    position bias (heads, L, L) and the per-window mask (rows * cols, L, L).
-
-    The mask is zero in every window but those of the last row and column, and those
-    share three masks (the row's, the column's, the corner's): one attention call per
-    group, each with a bias broadcast over its windows, never a per-window bias. (A
-    per-window float mask made the CPU kernel 3-6x slower than a broadcast one.)
-    """
-    shape = (n, rows, cols) + q.shape[1:]
-    qs, ks, vs = (t.reshape(shape) for t in (q, k, v))
-    out = torch.empty_like(qs)
-    m = mask.view(rows, cols, *mask.shape[1:])
-    groups = (
-        (slice(0, rows - 1), slice(0, cols - 1), None),
-        (slice(rows - 1, rows), slice(0, cols - 1), m[rows - 1, 0]),
-        (slice(0, rows - 1), slice(cols - 1, cols), m[0, cols - 1]),
-        (slice(rows - 1, rows), slice(cols - 1, cols), m[rows - 1, cols - 1]),
-    )
-    for r, c_, extra in groups:
-        part_q, part_k, part_v = (t[:, r, c_].reshape((-1,) + q.shape[1:]) for t in (qs, ks, vs))
-        if part_q.shape[0] == 0:
-            continue
-        group_bias = bias if extra is None else bias + extra
-        res = F.scaled_dot_product_attention(part_q, part_k, part_v, attn_mask=group_bias.unsqueeze(0))
-        out[:, r, c_] = res.view(n, r.stop - r.start, c_.stop - c_.start, *q.shape[1:])
-    return out.view(q.shape)
+        rows, cols = h // ws, w // ws
+        win = y.reshape(n, rows, ws, cols, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, ws * ws, c)
+        qkv = F.linear(win, attn.qkv.weight, attn.qkv.bias).view(win.shape[0], ws * ws, 3, attn.num_heads, -1)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.unsqueeze(0))
+        out = F.linear(out.transpose(1, 2).reshape(-1, ws * ws, c), attn.proj.weight, attn.proj.bias)
+        return out.view(n, rows, cols, ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(n, h, w, c)
 
 
 class SwinStage(nn.Module):
