@@ -368,3 +368,15 @@ def test_random_swin_networks_of_the_entries_are_seeded():
     sa, sb = a.state_dict(), b.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert isinstance(a, CFANetNR) and isinstance(a.semantic_model, SwinFeatures) and a.num_class == 1
+
+
+def test_the_nr_metric_scores_with_a_swin_network(tiny):
+    pytest.importorskip("torchmetrics")
+    from topiq_loss.metrics.topiq import TOPIQNRMetric
+
+    metric = TOPIQNRMetric(net=copy.deepcopy(tiny), resize=None)
+    x = smooth_images(2, 41, 57, seed=8)
+    metric.update(x)
+    with torch.no_grad():
+        want = tiny(x).mean()
+    assert abs(float(metric.compute()) - float(want)) <= 1e-5
