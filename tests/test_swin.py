@@ -20,6 +20,10 @@ from conftest import smooth_images
 from topiq_loss.models.cfanet_nr import CFANetNR
 from topiq_loss.models.swin import SWIN_CHANNELS, SwinFeatures, relative_position_index, shift_mask
 
+# The Swin-B networks are the module's cost: under pytest-xdist its tests stay on one
+# worker, so they are built once.
+pytestmark = pytest.mark.xdist_group("swin")
+
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 if not REFERENCE.is_dir():
     REFERENCE = Path("/work/shared/reference")
