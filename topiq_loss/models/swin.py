@@ -207,7 +207,12 @@ class SwinBlock(nn.Module):
         h, w = y.shape[1], y.shape[2]
         mask = self.attn_mask
         assert mask is not None  # a shifted block holds its mask (see __init__)
+        # The official -100 becomes -inf: a masked pair's weight e^-100 (relative) is a
+        # float32 denormal, lost when added to a sum >= 1, so the result is the same; but
+        # the kernel's backward recomputes those weights, and denormal arithmetic made the
+        # masked groups 3x slower than the unmasked windows (measured on CPU).
         m = mask.to(y.dtype).view(h // ws, w // ws, ws * ws, ws * ws)
+        m = m.masked_fill(m != 0, float("-inf"))
         y = torch.roll(y, shifts=(-s, -s), dims=(1, 2))
         top, bottom = y.split([h - ws, ws], dim=1)
         inner, right = top.split([w - ws, ws], dim=2)
