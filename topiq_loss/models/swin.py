@@ -214,7 +214,7 @@ class SwinBlock(nn.Module):
         m = mask.to(y.dtype).view(h // ws, w // ws, ws * ws, ws * ws)
         m = m.masked_fill(m != 0, float("-inf"))
         y = torch.roll(y, shifts=(-s, -s), dims=(1, 2))
-        top, bottom = y.split([h - ws, ws], dim=1)
+        top, bottom = y.split([h - ws, ws], dim=1)  # type: ignore[no-untyped-call]
         inner, right = top.split([w - ws, ws], dim=2)
         low, corner = bottom.split([w - ws, ws], dim=2)
         out = torch.cat(
