@@ -186,6 +186,7 @@ LONG_FIRST = [
     "test_compile.py",
     "test_reliability.py",
     "test_nr.py",
+    "test_swin.py",
     "test_properties.py",
     "test_examples.py",
 ]

@@ -46,8 +46,11 @@ def _unavailable(*args, **kwargs):
     raise RuntimeError("stand-in: not available when loading topiq_arch.py alone")
 
 
-def load_reference_module() -> types.ModuleType | None:
-    """pyiqa's topiq_arch module, or None where pyiqa or timm is not installed."""
+def load_reference_module(create_swin=_unavailable) -> types.ModuleType | None:
+    """pyiqa's topiq_arch module, or None where pyiqa or timm is not installed.
+
+    ``create_swin`` stands in for ``pyiqa.archs.topiq_swin.create_swin`` (by default
+    one that refuses: the ResNet50 oracles never build a Swin)."""
     path = _find_topiq_arch()
     if path is None or importlib.util.find_spec("timm") is None:
         return None
@@ -72,7 +75,7 @@ def load_reference_module() -> types.ModuleType | None:
             get_url_from_name=lambda name, *a, **k: f"stand-in://{name}",
         ),
         "pyiqa.archs.clip_model": _stub("pyiqa.archs.clip_model", load=_unavailable),
-        "pyiqa.archs.topiq_swin": _stub("pyiqa.archs.topiq_swin", create_swin=_unavailable),
+        "pyiqa.archs.topiq_swin": _stub("pyiqa.archs.topiq_swin", create_swin=create_swin),
         "facexlib": _stub("facexlib"),
         "facexlib.utils": _stub("facexlib.utils"),
         "facexlib.utils.face_restoration_helper": _stub(
@@ -123,6 +126,47 @@ def build_reference_nr(aesthetics: bool = False, test_img_size: int | None = Non
         use_ref=False,
         pretrained=False,
         test_img_size=test_img_size,
+        **extra,
+    )
+    return net.eval()
+
+
+def _load_swin_module() -> types.ModuleType | None:
+    """pyiqa's ``archs/topiq_swin.py`` executed alone (it imports only torch and timm)."""
+    path = _find_topiq_arch()
+    if path is None or importlib.util.find_spec("timm") is None:
+        return None
+    swin_path = path.with_name("topiq_swin.py")
+    if not swin_path.is_file():
+        return None
+    module = types.ModuleType("pyiqa.archs.topiq_swin")
+    module.__file__ = str(swin_path)
+    exec(compile(swin_path.read_text(), str(swin_path), "exec"), module.__dict__)
+    return module
+
+
+def build_reference_swin_nr(aesthetics: bool = False) -> torch.nn.Module | None:
+    """pyiqa's ``CFANet(use_ref=False)`` with its own Swin-B (window 12, 384 px), random
+    init, no download: the stand-in ``create_swin`` builds pyiqa's
+    ``swin_base_patch4_window12_384`` with ``pretrained=False``."""
+    swin = _load_swin_module()
+    if swin is None:
+        return None
+
+    def create_swin(name: str, **kwargs: object) -> torch.nn.Module:
+        kwargs["pretrained"] = False
+        return swin.create_swin(name, **kwargs)
+
+    module = load_reference_module(create_swin)
+    if module is None:
+        return None
+    extra = {"inter_dim": 512, "num_heads": 8, "num_class": 10} if aesthetics else {}
+    net = module.CFANet(
+        semantic_model_name="swin_base_patch4_window12_384",
+        model_name="cfanet_iaa_ava_swin" if aesthetics else "topiq_nr_cgfiqa_swin",
+        backbone_pretrain=False,
+        use_ref=False,
+        pretrained=False,
         **extra,
     )
     return net.eval()

@@ -119,3 +119,25 @@ def test_objectives_networks_table_reports_each_network_and_the_gap_to_l1(capsys
         assert gap == pytest.approx(anchored - l1, abs=6e-3)  # L1 printed to 2 decimals, the rest to 3
     # Two different networks: the table does not repeat one network's figures.
     assert rows[0][1:4] != rows[1][1:4]
+
+
+def test_bench_swin_counts_saved_activations_without_weights_and_tabulates():
+    bench = _load("bench_swin")
+    w = torch.randn(64, 64)
+    net = torch.nn.Linear(64, 64)
+
+    def step(x):  # saves w (for the gradient to x) and tanh's output, 64 x 64 floats each
+        return torch.tanh(x @ w).sum()
+
+    x = torch.randn(64, 64)
+    both = bench.saved_bytes(step, x, set())
+    without_w = bench.saved_bytes(step, x, {w.untyped_storage().data_ptr()})
+    assert both == 2 * w.numel() * 4 and without_w == x.numel() * 4
+    assert bench.storages(net) == {net.weight.untyped_storage().data_ptr(), net.bias.untyped_storage().data_ptr()}
+    out = bench.table(
+        {"ours": [1.0, 3.0, 2.0], "pyiqa CFANet-Swin": [4.0, 4.0, 4.0]},
+        {"ours": [2.0, 2.0, 2.0], "pyiqa CFANet-Swin": [2.0, 2.0, 2.0]},
+        {"ours": 3 * 2**20},
+    )
+    assert "| ours | 2.00 | 0.50x | 1.00 | 2.00 | 1.00x | 3 |" in out
+    assert "| pyiqa CFANet-Swin | 4.00 | 1.00x | 4.00 | 2.00 | 1.00x | - |" in out

@@ -196,7 +196,7 @@ def test_fr_and_nr_files_are_refused_by_the_other_loss_with_a_sentence(nr_files,
 
 
 def test_registry_entries_know_their_network_resize_and_range():
-    assert sorted(NR_WEIGHTS) == ["ava", "flive", "koniq", "spaq"]
+    assert sorted(NR_WEIGHTS) == ["ava", "ava_swin", "face", "face_swin", "face_v1", "flive", "koniq", "spaq"]
     assert NR_WEIGHTS["koniq"].filename == "cfanet_nr_koniq_res50-9a73138b.pth"
     assert NR_WEIGHTS["flive"].resize == 384 and NR_WEIGHTS["koniq"].resize is None
     assert NR_WEIGHTS["ava"].score_range == (1.0, 10.0)
@@ -208,7 +208,7 @@ def test_registry_entries_know_their_network_resize_and_range():
 def test_random_weights_warn_and_bad_arguments_are_named():
     with pytest.warns(UserWarning, match="RANDOM weights"):
         loss_fn = TOPIQNRLoss(weights=None)
-    with pytest.raises(ValueError, match="`weights` must be one of \\['ava', 'flive', 'koniq', 'spaq'\\]"):
+    with pytest.raises(ValueError, match="`weights` must be one of \\['ava', 'ava_swin', 'face', 'face_swin', 'face_v1', 'flive', 'koniq', 'spaq'\\]"):
         TOPIQNRLoss(weights="kadid")
     with pytest.raises(ValueError, match="`resize` must be None or an int >= 32"):
         topiq_nr(torch.rand(1, 3, 40, 40), net=loss_fn.net, resize=16)

@@ -24,24 +24,35 @@ from topiq_loss.weights.builder import weights_entry
 from topiq_loss.weights.checkpoint import LAYOUTS
 from topiq_loss.weights.registry import (
     BUILD_BY_KIND,
+    BUILD_BY_LAYOUT,
     DEFAULT_NR_WEIGHTS,
     DEFAULT_WEIGHTS,
     DEFAULT_WEIGHTS_BY_KIND,
     KINDS,
+    LAYOUT_KINDS,
     WeightsKindError,
 )
 
-ALL = ["kadid", "pipal", "koniq", "spaq", "flive", "ava"]
-BY_KIND = {"fr": ["kadid", "pipal"], "nr": ["koniq", "spaq", "flive"], "iaa": ["ava"]}
+ALL = ["kadid", "pipal", "koniq", "spaq", "flive", "ava", "ava_swin", "face", "face_v1", "face_swin"]
+BY_KIND = {
+    "fr": ["kadid", "pipal"],
+    "nr": ["koniq", "spaq", "flive", "face", "face_v1", "face_swin"],
+    "iaa": ["ava", "ava_swin"],
+}
 
 
 # ------------------------------------------------------------------ the registry
 def test_every_entry_has_a_valid_kind_and_the_network_of_that_kind():
-    assert set(KINDS) == set(LAYOUTS)  # a kind is a checkpoint layout
+    assert set(KINDS) <= set(LAYOUTS)  # a kind is a checkpoint layout (its ResNet50 one)
+    assert set(LAYOUT_KINDS) == set(LAYOUTS) == set(BUILD_BY_LAYOUT)
+    assert set(LAYOUT_KINDS.values()) == set(KINDS)
     for name, entry in REGISTRY.items():
         assert entry.name == name
         assert entry.kind in KINDS, name
-        assert entry.build is BUILD_BY_KIND[entry.kind], name
+        layouts = [k for k, build in BUILD_BY_LAYOUT.items() if build == entry.build]
+        assert len(layouts) == 1 and LAYOUT_KINDS[layouts[0]] == entry.kind, name
+        if "swin" not in name:
+            assert entry.build is BUILD_BY_KIND[entry.kind], name
     assert REGISTRY["ava"].kind == "iaa" and REGISTRY["flive"].kind == "nr" and REGISTRY["pipal"].kind == "fr"
 
 
@@ -69,7 +80,7 @@ def test_list_weights_refuses_an_unknown_kind_by_name(bad):
 def test_the_old_registries_are_the_kind_filtered_views():
     assert WEIGHTS == {n: e for n, e in REGISTRY.items() if e.kind == "fr"}
     assert NR_WEIGHTS == {n: e for n, e in REGISTRY.items() if e.kind in ("nr", "iaa")}
-    assert list(WEIGHTS) == BY_KIND["fr"] and list(NR_WEIGHTS) == BY_KIND["nr"] + BY_KIND["iaa"]
+    assert list(WEIGHTS) == BY_KIND["fr"] and list(NR_WEIGHTS) == [n for n in ALL if n not in BY_KIND["fr"]]
     assert "koniq" not in WEIGHTS and "kadid" not in NR_WEIGHTS
     assert DEFAULT_WEIGHTS == "kadid" and DEFAULT_NR_WEIGHTS == "koniq"
     for kind, name in DEFAULT_WEIGHTS_BY_KIND.items():
@@ -236,3 +247,35 @@ def test_layouts_are_checked_before_a_network_is_built(tmp_path, monkeypatch, la
     monkeypatch.setitem(networks_mod.BUILD_BY_KIND, kind, no_build)
     with pytest.raises(WeightsKindError, match=rf"its kind is '{layout}', not '{kind}'"):
         build_network(path, kind=kind)
+
+
+# ------------------------------------------------------- the rest of the TOPIQ family (#38)
+FAMILY = {
+    # name: (file, kind, layout, resize, score range, dataset)
+    "ava_swin": ("cfanet_iaa_ava_swin-393b41b4.pth", "iaa", "iaa_swin", None, (1.0, 10.0), "AVA"),
+    "face": ("topiq_nr_cgfiqa_res50-0a8b8e4f.pth", "nr", "nr", 512, (0.0, 1.0), "CGFIQA-40k"),
+    "face_v1": ("topiq_nr_gfiqa_res50-d76bf1ae.pth", "nr", "nr", 512, (0.0, 1.0), "GFIQA-20k"),
+    "face_swin": ("topiq_nr_gfiqa_swin-7bb80a60.pth", "nr", "nr_swin", None, (0.0, 1.0), "GFIQA-20k"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY))
+def test_the_swin_and_face_entries(name):
+    filename, kind, layout, resize, score_range, dataset = FAMILY[name]
+    entry = REGISTRY[name]
+    assert (entry.filename, entry.kind, entry.resize, entry.score_range) == (filename, kind, resize, score_range)
+    assert entry.sha256_prefix == filename.rsplit("-", 1)[1][:8]
+    assert entry.build == BUILD_BY_LAYOUT[layout] and entry.meta["dataset"] == dataset
+    if name.startswith("face"):
+        assert "aligned, centred face crops (FFHQ-style); no face alignment is done" in entry.meta["input"]
+    if layout.endswith("swin"):
+        # The network resizes to 384x384 itself: the entry adds no second resize.
+        assert "384x384" in entry.meta["backbone"]
+
+
+def test_size_caps_fit_the_swin_files():
+    """About 0.5 GB of tensors (counted from the official key lists: 484 MiB and 398 MiB)."""
+    from topiq_loss.weights.reader import MAX_WEIGHTS_BYTES
+
+    for name, tensors in (("ava_swin", 507_427_256), ("face_swin", 417_848_724)):
+        assert tensors < REGISTRY[name].max_bytes <= MAX_WEIGHTS_BYTES, name

@@ -52,7 +52,8 @@ class TOPIQNRLoss(FrozenNetworkLoss):
 
     Args:
         weights: ``"koniq"`` (default), ``"spaq"``, ``"flive"``, ``"ava"`` (aesthetics),
-            a checkpoint path (quality or aesthetics layout, read from its tensors), or
+            ``"ava_swin"`` (Swin-B aesthetics), ``"face"``, ``"face_v1"``, ``"face_swin"``
+            (aligned face crops), a checkpoint path (quality or aesthetics layout, read from its tensors), or
             ``None`` (random quality weights, tests only; warns).
         objective: ``"anchored"`` (default; a ``target`` is compared with) or
             ``"score"`` (the image alone; a ``target`` is refused).
@@ -60,8 +61,9 @@ class TOPIQNRLoss(FrozenNetworkLoss):
         loss_weight: multiplies the loss.
         input_range: (low, high) of pixel values.
         resize: short side images are resized to first (antialiased, aspect kept);
-            ``"auto"`` takes the entry's (384 for flive and ava, none for koniq/spaq
-            and files); None scores images as given.
+            ``"auto"`` takes the entry's (384 for flive and ava, 512 for face and
+            face_v1, none for koniq/spaq, the Swin entries (their network resizes to
+            384x384 itself) and files); None scores images as given.
         score_range: (worst, best) of the score; ``"auto"`` takes the entry's ((0, 1),
             or (1, 10) for an aesthetics layout).
         robust: the random-transformation ensemble, as in TOPIQLoss (each image

@@ -86,6 +86,11 @@ class ResNet50Features(nn.Module):
           :data:`FEATURE_CHANNELS`.
     """
 
+    #: Channels of the levels (what a CFANet front is sized by).
+    channels: tuple[int, ...] = FEATURE_CHANNELS
+    #: Images are taken at any size (no resize by the trunk).
+    input_size: tuple[int, int] | None = None
+
     def __init__(self) -> None:
         super().__init__()
         # Imported here, not at the top: torchvision's import loads torch._dynamo (its ops

@@ -1,6 +1,7 @@
 """The part of CFANet shared by its full-reference and no-reference forms.
 
-``CFANetTrunk`` owns the ResNet50 backbone, the per-level channel reduction, the
+``CFANetTrunk`` owns the backbone (ResNet50 by default, or any feature extractor
+given to it, such as :class:`~topiq_loss.models.swin.SwinFeatures`), the per-level channel reduction, the
 self-attention per level, the top-down cross-scale attention, the attention
 pooling and the score MLP, under the official checkpoints' attribute names. A
 *front* (``CFANetFR``'s two-image gated local pooling, ``CFANetNR``'s one-image
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 
 from .. import _checks
-from .backbone import FEATURE_CHANNELS, ResNet50Features
+from .backbone import ResNet50Features
 from .layers import CrossAttentionLayer, LayerStack, SelfAttentionLayer
 
 __all__ = ["CFANetTrunk", "CFANetFeatures", "IMAGENET_MEAN", "IMAGENET_STD", "CPU_CHUNK_BYTES", "front_chunk", "map_levels"]
@@ -44,7 +45,7 @@ class CFANetFeatures:
 
     Attributes:
         score: (N,) quality (or the expected 1..10 score of an aesthetics head).
-        gates: per level (stem .. layer4), the front's gate (N, 1, h_i, w_i) in (0, 1).
+        gates: per level (stem .. layer4 for ResNet50), the front's gate (N, 1, h_i, w_i) in (0, 1).
         cross_attention: per cross-scale step (from layer3 down to the stem), the
             attention each key location receives, (N, h', w'), averaged over heads
             and queries.
@@ -60,11 +61,16 @@ class CFANetTrunk(nn.Module):
 
     Args:
         reduce_channels: input channels of each level's 1x1 reduction (the front's
-            output channels), stem .. layer4.
+            output channels), one per backbone level (stem .. layer4 for ResNet50).
         dim: token width (256 for quality, 512 for the aesthetics model).
         num_heads: attention heads (4 / 8).
         num_class: outputs of the MLP; above 1 they are a softmax distribution over
             the scores 1..num_class and the score is its expectation.
+        backbone: the feature extractor, held as ``semantic_model`` (default a new
+            :class:`~topiq_loss.models.backbone.ResNet50Features`). It takes an
+            ImageNet-normalised batch and returns one map per level; its
+            ``input_size`` (None, or (H, W) every image is resized to first,
+            antialiased) and ``set_grad_checkpointing`` are read by the trunk.
     """
 
     mean: torch.Tensor
@@ -73,20 +79,25 @@ class CFANetTrunk(nn.Module):
     weight_pool: nn.ModuleList
 
     def __init__(
-        self, reduce_channels: Sequence[int], dim: int = 256, num_heads: int = 4, num_class: int = 1
+        self,
+        reduce_channels: Sequence[int],
+        dim: int = 256,
+        num_heads: int = 4,
+        num_class: int = 1,
+        backbone: nn.Module | None = None,
     ) -> None:
         super().__init__()
         hidden = min(4 * dim, 2048)
         self.num_class = num_class
-        self.semantic_model = ResNet50Features()
+        self.semantic_model = backbone if backbone is not None else ResNet50Features()
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.dim_reduce = nn.ModuleList(nn.Sequential(nn.Conv2d(c, dim, 1), nn.GELU()) for c in reduce_channels)
         self.sa_attn_blks = nn.ModuleList(
-            LayerStack([SelfAttentionLayer(dim, num_heads, hidden)]) for _ in FEATURE_CHANNELS
+            LayerStack([SelfAttentionLayer(dim, num_heads, hidden)]) for _ in reduce_channels
         )
         self.attn_blks = nn.ModuleList(
-            LayerStack([CrossAttentionLayer(dim, num_heads, hidden)]) for _ in FEATURE_CHANNELS[1:]
+            LayerStack([CrossAttentionLayer(dim, num_heads, hidden)]) for _ in reduce_channels[1:]
         )
         self.attn_pool = SelfAttentionLayer(dim, num_heads, hidden)
         self.score_linear = nn.Sequential(
@@ -119,11 +130,11 @@ class CFANetTrunk(nn.Module):
         """Recompute the backbone's stages and each level's gated pooling in backward
         instead of storing their activations (less memory, about one extra forward of
         the network in backward; same values and gradients). Returns ``self``."""
-        self.semantic_model.set_grad_checkpointing(_checks.check_bool(enable, "enable"))
+        cast(Any, self.semantic_model).set_grad_checkpointing(_checks.check_bool(enable, "enable"))
         return self
 
     def set_backbone_autocast(self, enable: bool = True) -> CFANetTrunk:
-        """Under ``torch.autocast``, let the ResNet50 run in half precision too
+        """Under ``torch.autocast``, let the backbone run in half precision too
         (default off: it stays in the network's dtype; see :meth:`backbone_features`).
         Returns ``self``."""
         self.backbone_autocast = _checks.check_bool(enable, "enable")
@@ -139,11 +150,17 @@ class CFANetTrunk(nn.Module):
         return grid.flatten(2).transpose(1, 2)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """[0, 1] RGB -> ImageNet-normalised input of the backbone."""
+        """[0, 1] RGB -> ImageNet-normalised input of the backbone, resized first to the
+        backbone's fixed ``input_size`` where it has one (antialiased bilinear, as the
+        reference's ``resize(x, [384, 384], antialias=True)``; skipped at that size)."""
+        size = getattr(self.semantic_model, "input_size", None)
+        if size is not None and (x.shape[-2], x.shape[-1]) != tuple(size):
+            x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
         return (x - self.mean) / self.std
 
     def backbone_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Backbone features (5 levels) of images ``x`` (N, 3, H, W) in [0, 1].
+        """Backbone features (one map per level, 5 for ResNet50) of images ``x``
+        (N, 3, H, W) in [0, 1].
 
         Under autocast the backbone runs in the network's own dtype unless
         :meth:`set_backbone_autocast` is on: the gradient of the FR distance ``sqrt((a - b)^2 + eps)`` is

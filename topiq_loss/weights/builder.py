@@ -23,7 +23,16 @@ from ..models.cfanet_nr import CFANetNR
 from ..models.seeded_init import seeded_init
 from .checkpoint import LAYOUTS
 from .hub import checkpoint_layout, load_state_dict_checked, resolve_weights
-from .registry import BUILD_BY_KIND, DEFAULT_WEIGHTS_BY_KIND, KINDS, RANDOM, REGISTRY, WeightsEntry, check_kind
+from .registry import (
+    BUILD_BY_LAYOUT,
+    DEFAULT_WEIGHTS_BY_KIND,
+    KINDS,
+    LAYOUT_KINDS,
+    RANDOM,
+    REGISTRY,
+    WeightsEntry,
+    check_kind,
+)
 
 __all__ = ["DEFAULT", "build_network", "weights_entry"]
 
@@ -100,13 +109,14 @@ def build_network(
     with seeded_init(f"topiq-{first}:{RANDOM}"):
         state, source, entry = resolve_weights(weights, cache_dir=cache_dir, progress=progress, registry=registry)
         layout = checkpoint_layout(state) if state is not None and entry is None else None
-        if layout is not None and layout not in kinds:
+        if layout is not None and LAYOUT_KINDS[layout] not in kinds:
             # Refused before building a network that could not hold it.
             raise WeightsKindError(
                 f"{source} is a {LAYOUTS[layout]} checkpoint, not a {' or '.join(LAYOUTS[k] for k in kinds)} one: "
-                f"its kind is {layout!r}, not {' or '.join(map(repr, kinds))}"
+                f"its kind is {LAYOUT_KINDS[layout]!r}, not {' or '.join(map(repr, kinds))}"
             )
-        build = entry.build if entry is not None else BUILD_BY_KIND[layout or first]
+        # A file builds the network its tensors describe (its kind and backbone).
+        build = entry.build if entry is not None else BUILD_BY_LAYOUT[layout or first]
         # Under torch.device("meta") (deferred init of a large model), the loss's network
         # would hold no values that to_empty() could bring back: build it for real.
         with torch.device("cpu") if torch.empty(0).device.type == "meta" else contextlib.nullcontext():

@@ -22,7 +22,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
     Read by :func:`topiq_loss.weights.reader.read_weights_file`, the reader of every
     weights file: pickled code is refused, every tensor is checked (finite, dense,
-    floating point, BatchNorm variances >= 0).
+    floating point but for Swin's relative position indices, BatchNorm variances >= 0).
 
     Raises:
         FileNotFoundError: no such file (a :class:`WeightsError` too).
@@ -34,7 +34,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
 
 #: Sum of a checkpoint's record sizes above which it is refused before loading (the
-#: largest official CFANet file holds about 280 MiB of tensors).
+#: largest official CFANet file, the Swin-B aesthetics model, holds about 484 MiB of tensors).
 MAX_CHECKPOINT_BYTES = MAX_WEIGHTS_BYTES
 
 
@@ -43,21 +43,30 @@ def _first(names: list[str], n: int = 5) -> str:
     return ", ".join(names[:n]) + more
 
 
-#: Checkpoint layouts, told apart by their tensors.
+#: Checkpoint layouts, told apart by their tensors (the kind of each:
+#: :data:`~topiq_loss.weights.registry.LAYOUT_KINDS`).
 LAYOUTS = {
     "fr": "CFANet-FR (full-reference TOPIQ-FR: use TOPIQLoss)",
     "nr": "CFANet-NR quality (no-reference TOPIQ-NR: use TOPIQNRLoss)",
     "iaa": "CFANet-NR aesthetics (TOPIQ-IAA, AVA: use TOPIQNRLoss)",
+    "nr_swin": "CFANet-NR quality with a Swin-B backbone (TOPIQ-NR Swin: use TOPIQNRLoss)",
+    "iaa_swin": "CFANet-NR aesthetics with a Swin-B backbone (TOPIQ-IAA Swin, AVA: use TOPIQNRLoss)",
 }
+
+#: A key only the Swin-B layouts hold (the original Swin's module tree).
+_SWIN_KEY = "semantic_model.layers.0.blocks.0.attn.qkv.weight"
 
 
 def checkpoint_layout(state: Mapping[str, torch.Tensor]) -> str | None:
-    """``"fr"``, ``"nr"`` or ``"iaa"`` from a state dict's tensors; None if none fits."""
+    """``"fr"``, ``"nr"``, ``"iaa"``, ``"nr_swin"`` or ``"iaa_swin"`` from a state dict's
+    tensors; None if none fits. Aesthetics is told by the position embedding's width
+    (``h_emb`` (1, 256, 32, 1): token width 512), Swin by its blocks' keys."""
     emb = state.get("h_emb")
     if "weight_pool.0.0.weight" in state:
         return "fr"
     if "weight_pool.0.splitconv.weight" in state and isinstance(emb, torch.Tensor) and emb.dim() == 4:
-        return "iaa" if emb.shape[1] == 256 else "nr"
+        layout = "iaa" if emb.shape[1] == 256 else "nr"
+        return f"{layout}_swin" if _SWIN_KEY in state else layout
     return None
 
 
@@ -83,5 +92,9 @@ def load_state_dict_checked(net: nn.Module, state: Mapping[str, torch.Tensor], s
         if shapes:
             parts.append(f"{len(shapes)} shape mismatches ({_first(shapes, 3)})")
         kind = LAYOUTS[want].split(" (")[0] if want is not None else type(net).__name__
-        raise WeightsError(f"{source} is not a {kind} (TOPIQ, ResNet50) checkpoint: " + "; ".join(parts))
-    net.load_state_dict(state, strict=True)
+        backbone = "Swin-B" if want is not None and want.endswith("_swin") else "ResNet50"
+        raise WeightsError(f"{source} is not a {kind} (TOPIQ, {backbone}) checkpoint: " + "; ".join(parts))
+    try:
+        net.load_state_dict(state, strict=True)
+    except WeightsError as exc:  # a network's own load check (e.g. Swin's fixed buffers)
+        raise WeightsError(f"{source}: {exc}") from None

@@ -4,8 +4,9 @@ Every network the package builds gets its tensors through here: TOPIQ checkpoint
 LPIPS state dicts given as paths, the ``lpips`` package's linear-layer files, and (via
 :func:`check_tensors`) tensors that come from elsewhere, such as torchvision's backbone
 or an ``lpips.LPIPS`` module. So the checks below (no pickled code, no decompression
-bomb, a dict of named tensors, finite values, possible BatchNorm statistics) hold for
-all of them alike, and a bad file is a :class:`~topiq_loss.WeightsError` naming it.
+bomb, a dict of named tensors, finite values, possible BatchNorm statistics, integers
+only in Swin's relative position indices) hold for all of them alike, and a bad file is
+a :class:`~topiq_loss.WeightsError` naming it.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from .registry import WeightsArgumentError, WeightsError, WeightsFileNotFoundErr
 __all__ = ["MAX_WEIGHTS_BYTES", "check_tensors", "classify_weights", "read_weights_file"]
 
 #: Sum of a file's record sizes above which it is refused before loading (the largest
-#: official CFANet file holds about 280 MiB of tensors, an LPIPS-VGG state dict 60 MiB).
-MAX_WEIGHTS_BYTES = 400 * 2**20
+#: official CFANet file, the Swin-B aesthetics model, holds about 484 MiB of tensors; an
+#: LPIPS-VGG state dict 60 MiB).
+MAX_WEIGHTS_BYTES = 640 * 2**20
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -135,7 +137,10 @@ def read_weights_file(
 
 def check_tensors(state: Mapping[Any, Any], source: str, fits: str) -> dict[str, torch.Tensor]:
     """``state`` as a dict, if every entry is a named, dense, finite floating-point tensor
-    (integer ``num_batches_tracked`` allowed) and every ``running_var`` is >= 0.
+    and every ``running_var`` is >= 0. Integers are allowed in ``num_batches_tracked``
+    and in Swin's ``relative_position_index`` (a square table of indices >= 0), nowhere
+    else; a Swin ``attn_mask`` must be a float (windows, L, L) mask of 0 and -100. (The
+    network checks at load that these buffers are exactly the ones it computes.)
 
     Raises:
         WeightsError: naming ``source``, the first bad key and why it cannot be ``fits``.
@@ -149,6 +154,17 @@ def check_tensors(state: Mapping[Any, Any], source: str, fits: str) -> dict[str,
         if problem is not None:
             raise WeightsError(f"{source}: tensor {key!r} {problem}; it cannot be {fits}")
     return tensors
+
+
+def _index_problem(t: torch.Tensor) -> str | None:
+    """Why ``t`` cannot be a Swin relative position index (None if it can)."""
+    if t.dtype not in (torch.int64, torch.int32):
+        return f"has dtype {t.dtype} (a relative position index is int64)"
+    if t.dim() != 2 or t.shape[0] != t.shape[1]:
+        return f"has shape {tuple(t.shape)} (a relative position index is square, (L, L))"
+    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= 4 * t.shape[0]):
+        return f"holds indices outside [0, {4 * t.shape[0]}) (a relative position index of {t.shape[0]} tokens)"
+    return None
 
 
 def _check_record_sizes(path: Path, where: str, fits: str, limit: int) -> None:
@@ -178,6 +194,14 @@ def _tensor_problem(key: str, t: torch.Tensor) -> str | None:
         return f"is quantized ({t.dtype})"
     if key.endswith("num_batches_tracked"):
         return None if t.dtype in (torch.int64, torch.int32) or t.is_floating_point() else f"has dtype {t.dtype}"
+    if key.rsplit(".", 1)[-1] == "relative_position_index":
+        return _index_problem(t)
+    if key.rsplit(".", 1)[-1] == "attn_mask" and t.dtype in _FLOAT_DTYPES:
+        if t.dim() != 3 or t.shape[1] != t.shape[2]:
+            return f"has shape {tuple(t.shape)} (a Swin attention mask is (windows, L, L))"
+        if not bool(((t == 0) | (t == -100)).all()):
+            return "holds values other than 0 and -100 (a Swin attention mask holds only those)"
+        return None
     if t.dtype not in _FLOAT_DTYPES:
         return f"has dtype {t.dtype} (expected floating point)"
     if not bool(torch.isfinite(t).all()):

@@ -18,10 +18,10 @@ from .._errors import WeightsArgumentError, WeightsError, WeightsFileNotFoundErr
 from ..models.cfanet_fr import CFANetFR
 from ..models.cfanet_nr import CFANetNR
 
-__all__ = ["BUILD_BY_KIND", "DEFAULT_NR_WEIGHTS", "DEFAULT_WEIGHTS", "DEFAULT_WEIGHTS_BY_KIND", "HUB_REPO", "KINDS",
-           "Kind", "NR_WEIGHTS", "RANDOM", "RELEASE", "REGISTRY", "WEIGHTS", "WeightsEntry", "WeightsArgumentError",
-           "WeightsError", "WeightsFileNotFoundError", "WeightsKindError", "check_kind", "entry_for_file", "is_random",
-           "get_weights_entry", "list_weights"]
+__all__ = ["BUILD_BY_KIND", "BUILD_BY_LAYOUT", "DEFAULT_NR_WEIGHTS", "DEFAULT_WEIGHTS", "DEFAULT_WEIGHTS_BY_KIND",
+           "HUB_REPO", "KINDS", "Kind", "LAYOUT_KINDS", "NR_WEIGHTS", "RANDOM", "RELEASE", "REGISTRY", "WEIGHTS",
+           "WeightsEntry", "WeightsArgumentError", "WeightsError", "WeightsFileNotFoundError", "WeightsKindError",
+           "check_kind", "entry_for_file", "is_random", "get_weights_entry", "list_weights"]
 
 #: Where the official files are published: the Hugging Face Hub repository pyiqa fetches
 #: them from, and the GitHub release that holds the same files.
@@ -48,8 +48,26 @@ def is_random(weights: object) -> bool:
 Kind = Literal["fr", "nr", "iaa"]
 KINDS: Final[tuple[Kind, ...]] = ("fr", "nr", "iaa")
 
-#: The (randomly initialised) network each kind of checkpoint loads into.
+#: The (randomly initialised) network each kind of checkpoint loads into (its ResNet50
+#: layout; the Swin-B layouts are in :data:`BUILD_BY_LAYOUT`).
 BUILD_BY_KIND: Final[Mapping[str, Callable[[], nn.Module]]] = {"fr": CFANetFR, "nr": CFANetNR, "iaa": CFANetNR.aesthetics}
+
+#: The kind of each checkpoint layout (:data:`topiq_loss.weights.checkpoint.LAYOUTS`):
+#: a layout is a kind and a backbone.
+LAYOUT_KINDS: Final[Mapping[str, Kind]] = {
+    "fr": "fr",
+    "nr": "nr",
+    "iaa": "iaa",
+    "nr_swin": "nr",
+    "iaa_swin": "iaa",
+}
+
+#: The (randomly initialised) network each checkpoint layout loads into.
+BUILD_BY_LAYOUT: Final[Mapping[str, Callable[[], nn.Module]]] = {
+    **BUILD_BY_KIND,
+    "nr_swin": CFANetNR.swin,
+    "iaa_swin": CFANetNR.swin_aesthetics,
+}
 
 
 def check_kind(kind: object) -> Kind:
@@ -71,14 +89,15 @@ class WeightsEntry:
         sha256_prefix: the hash prefix in the file name.
         hub_repo: the Hugging Face Hub repository holding ``filename``.
         release: base URL of the GitHub release holding ``filename``.
-        build: makes the (randomly initialised) network the file loads into.
+        build: makes the (randomly initialised) network the file loads into (one of
+            :data:`BUILD_BY_LAYOUT`).
         resize: short side the model was evaluated at (antialiased resize), or None
-            to take images as given.
+            to take images as given (the Swin networks resize to 384x384 themselves).
         score_range: (worst, best) score, used to map a score to a 0-is-best loss.
         sha256: the file's full digest where someone with the official file has
             filled it in. When set, only a file with exactly this digest is accepted.
-        max_bytes: a larger file is refused before it is hashed (the CFANet files are
-            about 138-280 MiB).
+        max_bytes: a larger file is refused before it is hashed (the ResNet50 CFANet files
+            are about 138-290 MiB, the Swin-B ones 400-490 MiB).
         meta: training data, what it measures, licence, paper.
     """
 
@@ -104,7 +123,16 @@ class WeightsEntry:
         return f"{self.release}/{self.filename}", f"https://huggingface.co/{self.hub_repo}/resolve/main/{self.filename}"
 
 
-def _entry(name: str, filename: str, kind: Kind, dataset: str, measures: str, **kwargs: object) -> WeightsEntry:
+def _entry(
+    name: str,
+    filename: str,
+    kind: Kind,
+    dataset: str,
+    measures: str,
+    layout: str | None = None,
+    extra_meta: Mapping[str, str] | None = None,
+    **kwargs: object,
+) -> WeightsEntry:
     prefix = filename.rsplit("-", 1)[1].split(".", 1)[0]
     score_range: tuple[float, float] = kwargs.get("score_range", (0.0, 1.0))  # type: ignore[assignment]
     worst, best = score_range
@@ -113,16 +141,21 @@ def _entry(name: str, filename: str, kind: Kind, dataset: str, measures: str, **
         filename=filename,
         sha256_prefix=prefix,
         kind=kind,
-        build=kwargs.pop("build", BUILD_BY_KIND[kind]),  # type: ignore[arg-type]  # an entry may name its own network
+        build=BUILD_BY_LAYOUT[layout or kind],
         meta={
             "dataset": dataset,
             "measures": measures,
             "score_range": f"about {worst:g} (worst) to {best:g} (best); higher is better",
+            **(extra_meta or {}),
             "license": _LICENSE,
             "paper": _PAPER,
         },
         **kwargs,  # type: ignore[arg-type]
     )
+
+
+_SWIN = {"backbone": "Swin-B (window 12); every image is resized to 384x384 (antialiased) by the network"}
+_FACE = {"input": "expects aligned, centred face crops (FFHQ-style); no face alignment is done"}
 
 
 #: Every official checkpoint, by unique name, full-reference first. The one registry:
@@ -150,6 +183,25 @@ REGISTRY: dict[str, WeightsEntry] = {
     "ava": _entry(
         "ava", "cfanet_iaa_ava_res50-3cd62bb3.pth", "iaa", "AVA", "aesthetics (expected 1..10 rating)",
         resize=384, score_range=(1.0, 10.0), max_bytes=384 * 2**20,
+    ),
+    # pyiqa's topiq_iaa (its default aesthetics model).
+    "ava_swin": _entry(
+        "ava_swin", "cfanet_iaa_ava_swin-393b41b4.pth", "iaa", "AVA", "aesthetics (expected 1..10 rating)",
+        layout="iaa_swin", extra_meta=_SWIN, score_range=(1.0, 10.0), max_bytes=560 * 2**20,
+    ),
+    # pyiqa's topiq_nr-face, topiq_nr-face-v1 and topiq_nr_swin-face (test_img_size=512 for
+    # the ResNet50 ones). pyiqa aligns each face first (facexlib: one image, no gradient).
+    "face": _entry(
+        "face", "topiq_nr_cgfiqa_res50-0a8b8e4f.pth", "nr", "CGFIQA-40k", "quality of face images",
+        extra_meta=_FACE, resize=512, max_bytes=256 * 2**20,
+    ),
+    "face_v1": _entry(
+        "face_v1", "topiq_nr_gfiqa_res50-d76bf1ae.pth", "nr", "GFIQA-20k", "quality of face images",
+        extra_meta=_FACE, resize=512, max_bytes=256 * 2**20,
+    ),
+    "face_swin": _entry(
+        "face_swin", "topiq_nr_gfiqa_swin-7bb80a60.pth", "nr", "GFIQA-20k", "quality of face images",
+        layout="nr_swin", extra_meta={**_FACE, **_SWIN}, max_bytes=480 * 2**20,
     ),
 }
 
