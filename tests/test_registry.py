@@ -125,7 +125,7 @@ def calls(monkeypatch):
 
     monkeypatch.setattr(networks_mod, "resolve_weights", fake_resolve)
     for kind in KINDS:
-        monkeypatch.setitem(networks_mod.BUILD_BY_KIND, kind, lambda kind=kind: seen[-1].update(default=kind) or torch.nn.Identity())
+        monkeypatch.setitem(networks_mod.BUILD_BY_LAYOUT, kind, lambda kind=kind: seen[-1].update(default=kind) or torch.nn.Identity())
     return seen
 
 
@@ -153,7 +153,7 @@ def test_build_nr_network_takes_quality_and_aesthetics_weights(calls):
     build_nr_network("ava")
     build_nr_network(None)
     assert [c["weights"] for c in calls] == ["koniq", "ava", None]
-    assert calls[0]["registry"] == BY_KIND["nr"] + BY_KIND["iaa"]
+    assert calls[0]["registry"] == [n for n in ALL if n not in BY_KIND["fr"]]  # registry order
     assert calls[2]["default"] == "nr"  # random weights: quality
     with pytest.raises(WeightsKindError, match=r"got 'kadid', whose kind is 'fr'"):
         build_nr_network("kadid")
@@ -244,7 +244,7 @@ def test_layouts_are_checked_before_a_network_is_built(tmp_path, monkeypatch, la
     def no_build():
         raise AssertionError("no network may be built")
 
-    monkeypatch.setitem(networks_mod.BUILD_BY_KIND, kind, no_build)
+    monkeypatch.setitem(networks_mod.BUILD_BY_LAYOUT, kind, no_build)
     with pytest.raises(WeightsKindError, match=rf"its kind is '{layout}', not '{kind}'"):
         build_network(path, kind=kind)
 
