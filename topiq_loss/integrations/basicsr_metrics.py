@@ -67,8 +67,9 @@ def calculate_topiq_nr(
 ) -> float:
     """No-reference TOPIQ score of ``img`` (BasicSR metric; ``img2`` is ignored).
 
-    Args: as :func:`calculate_topiq`, with ``weights`` ``"koniq"`` (default),
-    ``"spaq"``, ``"flive"``, ``"ava"`` or a path, and ``resize`` as in
+    Args: as :func:`calculate_topiq`, with ``weights`` an NR name (``"koniq"``, the
+    default; ``"spaq"``, ``"flive"``, ``"ava"``, ``"ava_swin"``, ``"face"``, ``"face_v1"``,
+    ``"face_swin"``) or a path, and ``resize`` as in
     :class:`~topiq_loss.TOPIQNRLoss`.
     """
     _note_y(test_y_channel)

@@ -215,11 +215,12 @@ class TOPIQNRMetric(_ScoreMetric):
 
     ``update(img)`` adds a batch; ``compute()`` gives the mean of
     :meth:`TOPIQNRLoss.score <topiq_loss.TOPIQNRLoss.score>` (raw scores: 0..1 for
-    the quality entries, 1..10 for ``"ava"``).
+    the quality and face entries, 1..10 for ``"ava"`` and ``"ava_swin"``).
 
     Args:
-        weights: ``"koniq"`` (default), ``"spaq"``, ``"flive"``, ``"ava"``, a checkpoint
-            path, or ``"random"`` / ``None`` (tests only; warns).
+        weights: an NR name of :func:`~topiq_loss.list_weights` (``"koniq"``, the default;
+            ``"spaq"``, ``"flive"``, ``"ava"``, ``"ava_swin"``, ``"face"``, ``"face_v1"``,
+            ``"face_swin"``), a checkpoint path, or ``"random"`` / ``None`` (tests only; warns).
         input_range: (low, high) of pixel values.
         resize: short side images are resized to first; ``"auto"`` takes the entry's.
         net: a :class:`~topiq_loss.CFANetNR` to use instead of loading ``weights``.
