@@ -8,7 +8,8 @@ difference to pyiqa's float32. The contract: geometric mean <= 5e-3, no case > 1
 scores within 1e-4 of pyiqa.
 
     python benchmarks/accuracy_report.py          # TOPIQ-FR, case by case
-    python benchmarks/accuracy_report.py --nr     # TOPIQ-NR, both layouts, summary
+    python benchmarks/accuracy_report.py --nr     # TOPIQ-NR, both ResNet50 layouts, summary
+    python benchmarks/accuracy_report.py --swin   # the Swin-B layouts (ava_swin, face_swin), summary
 """
 
 from __future__ import annotations
@@ -101,5 +102,46 @@ def main_nr() -> None:
         )
 
 
+def main_swin() -> None:
+    """Both Swin-B layouts over the same cases (every image resized to 384x384 by the
+    network): scores against pyiqa's CFANet with its own Swin, input gradients of the
+    default (SDPA) path and of pyiqa's fp32 against torchvision's path in float64.
+    pyiqa's seeded random weights, LayerNorm affines moved away from (1, 0)."""
+    from pyiqa_oracle import build_reference_swin_nr
+
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
+    for aesthetics in (True, False):
+        with torch.random.fork_rng():
+            torch.manual_seed(38)
+            ref = build_reference_swin_nr(aesthetics=aesthetics)
+            if ref is None:
+                sys.exit("pyiqa and timm are needed: pip install timm && pip install --no-deps pyiqa==0.1.16")
+            with torch.no_grad():
+                for m in ref.modules():
+                    if isinstance(m, torch.nn.LayerNorm) and m.weight is not None:
+                        m.weight.add_(0.2 * torch.randn(m.weight.shape))
+                        m.bias.add_(0.1 * torch.randn(m.bias.shape))
+        ref.requires_grad_(False).eval()
+        net = CFANetNR.swin_aesthetics() if aesthetics else CFANetNR.swin()
+        net.load_state_dict(ref.state_dict(), strict=True)
+        net.requires_grad_(False).eval()
+        net64 = copy.deepcopy(net).double()
+        net64.semantic_model.set_fused(False)
+        worst, ours, theirs = 0.0, [], []
+        for _, dist, _ in contract_cases():
+            _, g64 = score_and_grad(lambda x, _, m=net64: m(x), dist.double(), None)
+            s, g = score_and_grad(lambda x, _, m=net: m(x), dist, None)
+            s_ref, g_ref = score_and_grad(lambda x, _, m=ref: m(x), dist, None)
+            worst = max(worst, (s - s_ref).abs().max().item())
+            ours.append(rel_error(g, g64))
+            theirs.append(rel_error(g_ref, g64))
+        print(
+            f"{'ava_swin' if aesthetics else 'face_swin':<10} {len(ours)} cases: max |score - pyiqa| {worst:.1e}; "
+            f"gradient error vs float64: default geomean {geomean(ours):.2e}, max {max(ours):.2e}; "
+            f"pyiqa fp32 geomean {geomean(theirs):.2e}, max {max(theirs):.2e}",
+            flush=True,
+        )
+
+
 if __name__ == "__main__":
-    main_nr() if "--nr" in sys.argv[1:] else main()
+    {"--nr": main_nr, "--swin": main_swin}.get(next(iter(sys.argv[1:]), ""), main)()
