@@ -216,10 +216,11 @@ class TOPIQTarget:
     """A :class:`TOPIQLoss` bound to one target (see :meth:`TOPIQLoss.with_target`).
 
     Calling it with ``pred`` gives the loss, ``.score(pred)`` the (N,) quality.
-    It follows the loss's settings at call time; when the loss's network has been
-    moved or cast since (``.half()``, ``.to(device)``), the target's features are
-    computed again, from a copy of the target kept for that, in the network's new
-    precision and on its new device.
+    It follows the loss's settings at call time; when the loss's network has changed
+    since (moved or cast, ``load_state_dict``, any in-place edit of its tensors; see
+    :meth:`~topiq_loss.functional.fr.TargetFeatures.fits`), the target's features are
+    computed again, from a copy of the target kept for that, with the network as it is
+    now.
 
     Shape:
         - pred: (N, C, H, W) with the target's C, H, W; N equal to the target's
