@@ -68,8 +68,9 @@ class TOPIQLoss(FrozenNetworkLoss):
         check_values: refuse NaN/inf images and scores and warn about out-of-range
             values, reading them with one host sync per call (default); ``False``
             makes none, for a GPU loop whose data is known good. Also an attribute.
-        keep_in_state_dict: register the network as a submodule so its weights are
-            saved in (and required by) the parent's ``state_dict``.
+        keep_in_state_dict: save the network's weights in (and require them from) the
+            parent's ``state_dict``, under ``_net.``; the network stays out of
+            ``modules()`` either way, so a parent's module walk cannot edit it.
         net: a :class:`CFANetFR` to use instead of loading ``weights``; frozen in place
             (its tensors become buffers, see :func:`~topiq_loss.losses.holder.freeze_network`).
         cache_dir: where official weights are cached (default torch.hub's).
