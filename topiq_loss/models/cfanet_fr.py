@@ -7,7 +7,15 @@ import torch.nn as nn
 
 from .backbone import FEATURE_CHANNELS
 from .layers import feature_distance, gate_net, gated_pool
-from .trunk import IMAGENET_MEAN, IMAGENET_STD, CFANetFeatures, CFANetTrunk, front_chunk, map_levels
+from .trunk import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    CFANetFeatures,
+    CFANetTrunk,
+    front_chunk,
+    map_levels,
+    network_precision,
+)
 
 __all__ = ["CFANetFR", "CFANetFeatures", "IMAGENET_MEAN", "IMAGENET_STD"]
 
@@ -100,6 +108,7 @@ class CFANetFR(CFANetTrunk):
         feats_d, feats_r = self.extract(dist, ref)
         return self.head(feats_d, feats_r, need_maps)
 
+    @network_precision
     def head(
         self,
         feats_d: list[torch.Tensor],
@@ -119,6 +128,7 @@ class CFANetFR(CFANetTrunk):
         reduced, gates = self.pool_levels(_glp_reduce, list(zip(feats_d, feats_r, strict=True)))
         return self.attend(reduced, gates, need_maps)
 
+    @network_precision
     def anchor_head(self, feats: list[torch.Tensor], need_maps: bool = False) -> CFANetFeatures:
         """``head(feats, feats)``, the images scored against themselves, bit for bit, cheaper.
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .backbone import FEATURE_CHANNELS
 from .layers import gate_net
-from .trunk import CFANetFeatures, CFANetTrunk
+from .trunk import CFANetFeatures, CFANetTrunk, network_precision
 
 __all__ = ["CFANetNR", "GatedConv"]
 
@@ -77,6 +77,7 @@ class CFANetNR(CFANetTrunk):
         """The AVA aesthetics layout (``dim=512, num_heads=8, num_class=10``)."""
         return cls(dim=512, num_heads=8, num_class=10)
 
+    @network_precision
     def head(self, feats: list[torch.Tensor], need_maps: bool = False) -> CFANetFeatures:
         """Everything after the backbone, from its 5 levels (see :meth:`backbone_features`)."""
         reduced, gates = self.pool_levels(_gated_reduce, [(f,) for f in feats])
