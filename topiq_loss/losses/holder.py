@@ -157,8 +157,8 @@ class FrozenHolder(nn.Module):
         # and out of the state dict, under ``_net.``, through the two hooks.
         self.__dict__["_frozen"] = (net,)
         if self.keep_in_state_dict:
-            self.register_state_dict_post_hook(_save_kept)
-            self.register_load_state_dict_pre_hook(_load_kept)
+            self.register_state_dict_post_hook(_save_kept)  # type: ignore[no-untyped-call]
+            self.register_load_state_dict_pre_hook(_load_kept)  # type: ignore[no-untyped-call]
         super().train(False)
 
     def _robust_options(self, robust: bool | RandomTransforms) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn as nn
 
@@ -34,7 +36,7 @@ def _reduce_parts(
     pooled_dist: torch.Tensor, pooled_ref: torch.Tensor, pooled_diff: torch.Tensor, reduce: nn.Module
 ) -> torch.Tensor:
     """The 1x1 reduction of the three pooled parts, both passes' one call."""
-    return reduce(torch.cat([pooled_dist, pooled_ref, pooled_diff], dim=1))
+    return cast(torch.Tensor, reduce(torch.cat([pooled_dist, pooled_ref, pooled_diff], dim=1)))
 
 
 def _glp_reduce(
