@@ -201,3 +201,12 @@ def test_other_kept_networks_are_out_of_reach_too(kind):
     got = loss(x) if kind == "nr" else loss(distort(x, 5), x)
     assert torch.equal(got, want)
     assert all(k.startswith("_net.") for k in loss.state_dict()) and loss.state_dict()
+
+
+def test_a_pickled_target_computes_its_features_for_its_own_network(fr_net, images):
+    import pickle
+
+    loss_fn = TOPIQLoss(net=copy.deepcopy(fr_net))
+    pred, hr = images
+    copied = pickle.loads(pickle.dumps(loss_fn.with_target(hr)))
+    torch.testing.assert_close(copied(pred), copied.loss(pred, hr), atol=1e-6, rtol=0)

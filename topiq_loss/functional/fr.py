@@ -48,12 +48,21 @@ class NetworkStamp:
     def __init__(self, net: torch.nn.Module) -> None:
         self._tensors = [(weakref.ref(t), _stamp_of(t)) for t in _network_tensors(net)]
 
+    def __getstate__(self) -> dict[str, object]:
+        # Weak references do not pickle; a copy matches no network, so its features are
+        # computed again (TOPIQTarget) or refused (the functional API).
+        return {"_tensors": [(_no_tensor, (-2, 0))]}
+
     def matches(self, net: torch.nn.Module) -> bool:
         """Whether ``net`` holds the same tensors, unedited, as when this stamp was taken."""
         now = _network_tensors(net)
         if len(now) != len(self._tensors):
             return False
         return all(ref() is t and stamp == _stamp_of(t) for (ref, stamp), t in zip(self._tensors, now, strict=True))
+
+
+def _no_tensor() -> None:
+    return None
 
 
 def _network_tensors(net: torch.nn.Module) -> list[torch.Tensor]:
