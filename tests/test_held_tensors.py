@@ -210,3 +210,12 @@ def test_a_pickled_target_computes_its_features_for_its_own_network(fr_net, imag
     pred, hr = images
     copied = pickle.loads(pickle.dumps(loss_fn.with_target(hr)))
     torch.testing.assert_close(copied(pred), copied.loss(pred, hr), atol=1e-6, rtol=0)
+
+
+def test_holding_a_network_again_keeps_one_state_dict_round_trip(fr_net):
+    """A metric holds a loss's network again when it moves it: the hooks stay single."""
+    kept = TOPIQLoss(net=copy.deepcopy(fr_net), keep_in_state_dict=True)
+    kept._hold(copy.deepcopy(fr_net), True)
+    sd = kept.state_dict()
+    kept.load_state_dict(sd, strict=True)
+    assert len(sd) == len(fr_net.state_dict())

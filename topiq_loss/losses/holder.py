@@ -41,6 +41,8 @@ KEPT_PREFIX = "_net."
 
 def _save_kept(module: nn.Module, state_dict: dict[str, Any], prefix: str, local_metadata: dict[str, Any]) -> None:
     # The kept network's entries, as a submodule named `_net` would have saved them.
+    if not getattr(module, "keep_in_state_dict", False):
+        return
     module.__dict__["_frozen"][0].state_dict(destination=state_dict, prefix=prefix + KEPT_PREFIX)
 
 
@@ -57,6 +59,8 @@ def _load_kept(
     # The kept network's entries, loaded as Module.load_state_dict loads a submodule
     # (same missing / unexpected keys and errors), then taken out of the dict so the
     # holder does not report them as unexpected.
+    if not getattr(module, "keep_in_state_dict", False):
+        return
     net = module.__dict__["_frozen"][0]
     metadata = getattr(state_dict, "_metadata", None)
     assign = bool(local_metadata.get("assign_to_params_buffers", False))
@@ -156,9 +160,12 @@ class FrozenHolder(nn.Module):
         # below keeps .to()/.cuda()/.half() working. A kept network's tensors still go in
         # and out of the state dict, under ``_net.``, through the two hooks.
         self.__dict__["_frozen"] = (net,)
-        if self.keep_in_state_dict:
+        if self.keep_in_state_dict and not self.__dict__.get("_kept_hooks", False):
+            # Once per holder (_hold runs again when a metric swaps the network); the
+            # hooks read keep_in_state_dict at each call.
             self.register_state_dict_post_hook(_save_kept)  # type: ignore[no-untyped-call]
             self.register_load_state_dict_pre_hook(_load_kept)  # type: ignore[no-untyped-call]
+            self.__dict__["_kept_hooks"] = True
         super().train(False)
 
     def _robust_options(self, robust: bool | RandomTransforms) -> None:
