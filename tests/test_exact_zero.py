@@ -47,7 +47,7 @@ def nets():
 
 
 def _robust(fr: TOPIQLoss) -> TOPIQLoss:
-    transforms = RandomTransforms(samples=2, generator=torch.Generator().manual_seed(3))
+    transforms = RandomTransforms(samples=4, generator=torch.Generator().manual_seed(3))
     return TOPIQLoss(net=fr.net, robust=transforms)
 
 
