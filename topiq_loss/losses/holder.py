@@ -160,13 +160,16 @@ class FrozenHolder(nn.Module):
         # below keeps .to()/.cuda()/.half() working. A kept network's tensors still go in
         # and out of the state dict, under ``_net.``, through the two hooks.
         self.__dict__["_frozen"] = (net,)
+        self._kept_hooks()
+        super().train(False)
+
+    def _kept_hooks(self) -> None:
+        """The state-dict hooks of a kept network, registered once per holder (_hold runs
+        again when a metric swaps the network); they read keep_in_state_dict at each call."""
         if self.keep_in_state_dict and not self.__dict__.get("_kept_hooks", False):
-            # Once per holder (_hold runs again when a metric swaps the network); the
-            # hooks read keep_in_state_dict at each call.
             self.register_state_dict_post_hook(_save_kept)  # type: ignore[no-untyped-call]
             self.register_load_state_dict_pre_hook(_load_kept)  # type: ignore[no-untyped-call]
             self.__dict__["_kept_hooks"] = True
-        super().train(False)
 
     def _robust_options(self, robust: bool | RandomTransforms) -> None:
         """``robust``: False, True (the default :class:`RandomTransforms`) or the
@@ -240,6 +243,11 @@ class FrozenHolder(nn.Module):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)  # type: ignore[no-untyped-call]
+        kept = self._modules.pop("_net", None)
+        if kept is not None:
+            # Pickled by 0.4 or 0.5, which held a kept network as the submodule `_net`.
+            self.__dict__["_frozen"] = (kept,)
+            self._kept_hooks()
         # An object pickled before its network was frozen this way (0.4 held it as
         # Parameters) comes back frozen too: unpickling goes through the same freeze.
         freeze_network(self.net)

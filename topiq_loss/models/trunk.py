@@ -66,7 +66,8 @@ def network_precision(method: _Method) -> _Method:
     @functools.wraps(method)
     def run(self: CFANetTrunk, *args: Any, **kwargs: Any) -> Any:
         device = self.h_emb.device.type
-        if self.head_autocast or not torch.is_autocast_enabled(device):
+        # getattr: a network pickled before the setting existed has no attribute for it.
+        if getattr(self, "head_autocast", False) or not torch.is_autocast_enabled(device):
             return method(self, *args, **kwargs)
         dtype = self.h_emb.dtype
         with torch.autocast(device, enabled=False):
