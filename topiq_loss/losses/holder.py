@@ -166,10 +166,10 @@ class FrozenHolder(nn.Module):
     def _kept_hooks(self) -> None:
         """The state-dict hooks of a kept network, registered once per holder (_hold runs
         again when a metric swaps the network); they read keep_in_state_dict at each call."""
-        if self.keep_in_state_dict and not self.__dict__.get("_kept_hooks", False):
+        if self.keep_in_state_dict and not self.__dict__.get("_kept_hooks_on", False):
             self.register_state_dict_post_hook(_save_kept)  # type: ignore[no-untyped-call]
             self.register_load_state_dict_pre_hook(_load_kept)  # type: ignore[no-untyped-call]
-            self.__dict__["_kept_hooks"] = True
+            self.__dict__["_kept_hooks_on"] = True
 
     def _robust_options(self, robust: bool | RandomTransforms) -> None:
         """``robust``: False, True (the default :class:`RandomTransforms`) or the
