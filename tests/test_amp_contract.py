@@ -95,7 +95,7 @@ def test_exact_zero_under_autocast(losses, dtype):
 
 def test_half_precision_is_an_explicit_opt_in(losses):
     """set_autocast(True) lets the whole network follow autocast (the head's matrix
-    products then run in bfloat16); the default runs none in half precision."""
+    products then run in bfloat16); by default none runs in half precision."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class HalfOps(TorchDispatchMode):

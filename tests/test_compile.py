@@ -60,3 +60,50 @@ def test_compiled_loss_matches_eager(net, backend):
     bad.requires_grad_(True)
     with pytest.raises(ValueError, match="`pred` must be finite"):
         compiled(bad, target)
+
+
+def test_an_nr_loss_and_an_srloss_compile_in_one_process_within_the_recompile_limit():
+    """Every eagerly run check has a wrapper of its own: in 0.5 one wrapper's code served
+    every check, each new check or argument layout recompiled it, and compiling an NR
+    loss and an SRLoss together hit dynamo's recompile limit (8) on it. Minimal (tracing
+    the network costs seconds per call): one size, the limit lowered to 4 so that the
+    shared wrapper of 0.5 runs out within these three calls; each wrapper now compiles
+    at most twice here."""
+    import warnings
+
+    from topiq_loss import SRLoss, TOPIQNRLoss
+
+    torch._dynamo.reset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        nr = torch.compile(TOPIQNRLoss(weights="random", resize=None), backend="eager")
+        sr = torch.compile(SRLoss(scale=2, weights="random"), backend="eager")
+    x = smooth_images(1, 32, 32, seed=1).requires_grad_(True)
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True, recompile_limit=4):
+        nr(x).backward()
+        sr(x, distort(x.detach(), 2)).backward()
+        nr(x, x.detach()).backward()
+    torch._dynamo.reset()
+
+
+def test_each_eager_check_compiles_on_its_own_budget():
+    """The mechanism, cheaply: twelve checks called from one compiled function, each
+    with three argument shapes, stay within the recompile limit (0.5's one shared
+    wrapper code exceeded it)."""
+    from topiq_loss import _checks
+
+    checks = [_checks.eager(lambda x, i=i: float(x.sum()) + i) for i in range(12)]
+
+    def step(x: torch.Tensor) -> torch.Tensor:
+        total = x.sum()
+        for check in checks:
+            total = total + check(x)
+        return total
+
+    torch._dynamo.reset()
+    compiled = torch.compile(step, backend="eager")
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True, recompile_limit=8):
+        for shape in ((3,), (2, 2), (5,)):
+            x = torch.ones(shape)
+            assert compiled(x).item() == step(x).item()
+    torch._dynamo.reset()

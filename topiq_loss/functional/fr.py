@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+import weakref
+from dataclasses import dataclass, field
+from typing import Literal, cast
 
 import torch
 
@@ -20,10 +21,52 @@ __all__ = [
     "topiq_fr_features",
     "topiq_fr_loss",
     "topiq_fr_target_features",
+    "NetworkStamp",
     "TargetFeatures",
 ]
 
 Reduction = Literal["mean", "sum", "none"]
+
+
+def _stamp_of(t: torch.Tensor) -> tuple[int, int]:
+    try:
+        version = t._version
+    except RuntimeError:  # an inference tensor has no version counter: its memory is the stamp
+        version = -1
+    return version, t.data_ptr()
+
+
+class NetworkStamp:
+    """Which tensors a network held, and their versions, at one moment.
+
+    Features computed from a network are valid while it holds the same tensor objects
+    with the same version counters: a ``load_state_dict`` (which copies into the
+    tensors), any in-place edit, an assigning load, a cast or a move all change one.
+    The tensors are held by weak reference, so the stamp keeps no old weights alive.
+    """
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        self._tensors = [(weakref.ref(t), _stamp_of(t)) for t in _network_tensors(net)]
+
+    def __getstate__(self) -> dict[str, object]:
+        # Weak references do not pickle; a copy matches no network, so its features are
+        # computed again (TOPIQTarget) or refused (the functional API).
+        return {"_tensors": [(_no_tensor, (-2, 0))]}
+
+    def matches(self, net: torch.nn.Module) -> bool:
+        """Whether ``net`` holds the same tensors, unedited, as when this stamp was taken."""
+        now = _network_tensors(net)
+        if len(now) != len(self._tensors):
+            return False
+        return all(ref() is t and stamp == _stamp_of(t) for (ref, stamp), t in zip(self._tensors, now, strict=True))
+
+
+def _no_tensor() -> None:
+    return None
+
+
+def _network_tensors(net: torch.nn.Module) -> list[torch.Tensor]:
+    return [*net.parameters(), *net.buffers()]
 
 
 @dataclass(frozen=True)
@@ -35,17 +78,42 @@ class TargetFeatures:
         shape: the target images' shape (N, C, H, W).
         anchor: (N,) the target scored against itself, the anchored objective's
             reference point; no graph attached.
+        image: the target as the network saw it (RGB in [0, 1], its dtype), from which a
+            batch-1 target is computed again at a prediction's batch size.
+        stamp: the network's tensors when the features were computed (see :meth:`fits`).
     """
 
     features: tuple[torch.Tensor, ...]
     shape: tuple[int, int, int, int]
     anchor: torch.Tensor
+    image: torch.Tensor | None = None
+    stamp: NetworkStamp | None = None
+    _batches: dict[int, TargetFeatures] = field(default_factory=dict, compare=False, repr=False)
 
     def fits(self, net: CFANetTrunk) -> bool:
-        """Whether these features are in ``net``'s current dtype and on its device (not
-        computed before the network was cast or moved)."""
+        """Whether these features are in ``net``'s current dtype and on its device, and
+        ``net`` holds the very tensors, unedited, they were computed with (not loaded,
+        edited in place, cast or moved since)."""
         held = self.features[0]
-        return held.dtype == net.h_emb.dtype and held.device == net.h_emb.device
+        if held.dtype != net.h_emb.dtype or held.device != net.h_emb.device:
+            return False
+        return self.stamp is None or self.stamp.matches(net)
+
+    def at_batch(self, n: int, net: CFANetFR) -> TargetFeatures:
+        """These features for a prediction batch of ``n``: ``self``, or for a batch-1
+        target its features computed at batch ``n`` (kept for the next call).
+
+        The backbone's and the head's roundings depend on the batch size, so a batch-1
+        target's features broadcast to ``n`` predictions would not be bit for bit those
+        of the same images in a batch of ``n``, and ``loss(x, x)`` would not be exactly 0.
+        """
+        if n == self.shape[0] or self.shape[0] != 1 or self.image is None:
+            return self
+        if n not in self._batches:
+            if len(self._batches) >= 2:  # the batch sizes of one loop: a last one and its tail
+                self._batches.pop(next(iter(self._batches)))
+            self._batches[n] = _features_of(self.image.expand(n, -1, -1, -1), net, self.shape[1:])
+        return self._batches[n]
 
 
 def to_unit_rgb(x: torch.Tensor, net: CFANetTrunk, low: float, high: float) -> torch.Tensor:
@@ -116,16 +184,31 @@ def prepare_pred(
     return to_unit_rgb(pred, net, low, high)
 
 
+@_checks.eager
 def check_target_features(target: TargetFeatures, net: CFANetTrunk) -> None:
-    """Refuse features computed for the network in another dtype or on another device
-    (it was cast or moved since): the head would mix precisions or devices."""
+    """Refuse features computed for the network in another dtype or on another device,
+    or before its tensors were loaded or edited (they would score with stale features)."""
     if not target.fits(net):
         held, dtype, device = target.features[0], net.h_emb.dtype, net.h_emb.device
+        if held.dtype == dtype and held.device == device:
+            raise ValueError(
+                "`target` features were computed before the network's tensors changed (a "
+                "load_state_dict, an in-place edit): compute them again (topiq_fr_target_features, "
+                "or loss.with_target)"
+            )
         raise ValueError(
             f"`target` features are {held.dtype} on {held.device} but the network is now {dtype} on "
             f"{device}: compute them again (topiq_fr_target_features, or loss.with_target) after "
             "casting or moving the network"
         )
+
+
+@_checks.eager
+def target_for(target: TargetFeatures, pred: torch.Tensor, net: CFANetFR) -> TargetFeatures:
+    """``target`` checked against ``net`` and brought to ``pred``'s batch (see
+    :meth:`TargetFeatures.at_batch`)."""
+    check_target_features(target, net)
+    return target.at_batch(pred.shape[0], net)
 
 
 def reduce_loss(values: torch.Tensor, reduction: Reduction) -> torch.Tensor:
@@ -162,11 +245,22 @@ def topiq_fr(
     Returns:
         (N,) scores, about 0..1 with the official weights.
     """
+    return _score(pred, target, net, input_range, check_values)[0]
+
+
+def _score(
+    pred: torch.Tensor,
+    target: torch.Tensor | TargetFeatures,
+    net: CFANetFR,
+    input_range: tuple[float, float],
+    check_values: bool,
+) -> tuple[torch.Tensor, TargetFeatures | None]:
+    """:func:`topiq_fr`, and the target features at ``pred``'s batch when given features."""
+    features = None
     if isinstance(target, TargetFeatures):
-        check_target_features(target, net)
         p = prepare_pred(pred, target.shape, net, input_range, values=False)
-        feats = net.backbone_features(p)
-        score = net.head(feats, list(target.features)).score
+        features = target_for(target, p, net)
+        score = net.head(net.backbone_features(p), list(features.features)).score
         images = [(pred, "pred")]
     else:
         p, t = prepare_pair(pred, target, net, input_range, values=False)
@@ -174,7 +268,7 @@ def topiq_fr(
         images = [(pred, "pred"), (target, "target")]
     if check_values:
         _checks.check_values(images, score, " and ".join(f"`{n}`" for _, n in images), input_range, owner=net)
-    return score
+    return score, features
 
 
 def topiq_fr_features(
@@ -219,12 +313,10 @@ def topiq_fr_loss(
     """
     objective, weight = check_loss_options(objective, reduction, loss_weight)
     if objective == "score" or isinstance(target, TargetFeatures):
-        score = topiq_fr(
-            pred, target, net=net, input_range=input_range, check_values=check_values
-        )
+        score, features = _score(pred, target, net, input_range, check_values)
         if objective == "score":
             return weight * reduce_loss(1.0 - score, reduction)
-        anchor = target.anchor  # type: ignore[union-attr]
+        anchor = cast(TargetFeatures, features).anchor
     else:
         p, t = prepare_pair(pred, target, net, input_range, values=False)
         score, anchor = net.score_and_anchor(p, t)
@@ -255,8 +347,19 @@ def topiq_fr_target_features(
     """
     low, high = _checks.check_input_range(input_range)
     target = _checks.check_image(target, "target", device=net.h_emb.device, input_range=(low, high), owner=net)
-    with torch.no_grad():
-        feats = net.backbone_features(to_unit_rgb(target, net, low, high))
-        anchor = net.anchor_head(feats).score
     n, c, h, w = target.shape
-    return TargetFeatures(features=tuple(feats), shape=(n, c, h, w), anchor=anchor)
+    return _features_of(to_unit_rgb(target, net, low, high), net, (c, h, w))
+
+
+def _features_of(image: torch.Tensor, net: CFANetFR, chw: tuple[int, ...]) -> TargetFeatures:
+    """:class:`TargetFeatures` of ``image``, already RGB in [0, 1] in the network's dtype."""
+    image = image.detach().contiguous()
+    stamp = NetworkStamp(net)
+    with torch.no_grad():
+        feats = net.backbone_features(image)
+        anchor = net.anchor_head(feats).score
+    c, h, w = chw
+    return TargetFeatures(
+        features=tuple(feats), shape=(image.shape[0], c, h, w), anchor=anchor,
+        image=image if image.shape[0] == 1 else None, stamp=stamp,
+    )

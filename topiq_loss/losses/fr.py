@@ -68,8 +68,9 @@ class TOPIQLoss(FrozenNetworkLoss):
         check_values: refuse NaN/inf images and scores and warn about out-of-range
             values, reading them with one host sync per call (default); ``False``
             makes none, for a GPU loop whose data is known good. Also an attribute.
-        keep_in_state_dict: register the network as a submodule so its weights are
-            saved in (and required by) the parent's ``state_dict``.
+        keep_in_state_dict: save the network's weights in (and require them from) the
+            parent's ``state_dict``, under ``_net.``; the network stays out of
+            ``modules()`` either way, so a parent's module walk cannot edit it.
         net: a :class:`CFANetFR` to use instead of loading ``weights``; frozen in place
             (its tensors become buffers, see :func:`~topiq_loss.losses.holder.freeze_network`).
         cache_dir: where official weights are cached (default torch.hub's).
@@ -221,10 +222,11 @@ class TOPIQTarget:
     """A :class:`TOPIQLoss` bound to one target (see :meth:`TOPIQLoss.with_target`).
 
     Calling it with ``pred`` gives the loss, ``.score(pred)`` the (N,) quality.
-    It follows the loss's settings at call time; when the loss's network has been
-    moved or cast since (``.half()``, ``.to(device)``), the target's features are
-    computed again, from a copy of the target kept for that, in the network's new
-    precision and on its new device.
+    It follows the loss's settings at call time; when the loss's network has changed
+    since (moved or cast, ``load_state_dict``, any in-place edit of its tensors; see
+    :meth:`~topiq_loss.functional.fr.TargetFeatures.fits`), the target's features are
+    computed again, from a copy of the target kept for that, with the network as it is
+    now.
 
     Shape:
         - pred: (N, C, H, W) with the target's C, H, W; N equal to the target's

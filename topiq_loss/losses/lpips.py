@@ -92,7 +92,7 @@ class LPIPSLoss(FrozenHolder):
         reduction: ``"mean"`` | ``"sum"`` | ``"none"`` over the batch.
         loss_weight: multiplies the loss.
         input_range: (low, high) of pixel values: (0, 1) default, (-1, 1) for tanh outputs.
-        keep_in_state_dict: register the network as a submodule (saved in ``state_dict``).
+        keep_in_state_dict: save the network in ``state_dict`` (under ``_net.``; never in ``modules()``).
         progress: torchvision's download progress bar.
         network: an :class:`~topiq_loss.models.lpips.LPIPSNetwork` to use instead of loading
             ``net``/``weights`` (shared, e.g. between LPIPS and LPIPS+); frozen in place

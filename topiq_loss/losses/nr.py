@@ -70,7 +70,7 @@ class TOPIQNRLoss(FrozenNetworkLoss):
             transformed on its own): ``True`` or a :class:`RandomTransforms`.
         check_values: NaN/inf and range checks with one host sync per call (default);
             ``False`` makes none.
-        keep_in_state_dict: register the network as a submodule.
+        keep_in_state_dict: save the network in ``state_dict`` (under ``_net.``; never in ``modules()``).
         net: a :class:`CFANetNR` to use instead of loading ``weights``; frozen in place
             (its tensors become buffers).
         cache_dir: where official weights are cached.

@@ -2,14 +2,41 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn as nn
 
 from .backbone import FEATURE_CHANNELS
-from .layers import feature_distance, gate_net, gated_local_pool, gated_pool
-from .trunk import IMAGENET_MEAN, IMAGENET_STD, CFANetFeatures, CFANetTrunk, front_chunk, map_levels
+from .layers import feature_distance, gate_net, gated_pool
+from .trunk import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    CFANetFeatures,
+    CFANetTrunk,
+    front_chunk,
+    map_levels,
+    network_precision,
+)
 
 __all__ = ["CFANetFR", "CFANetFeatures", "IMAGENET_MEAN", "IMAGENET_STD"]
+
+
+def _gate_and_distance(
+    dist: torch.Tensor, ref: torch.Tensor, gate_net: nn.Module, size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gate of ``[dist, ref]`` and their pooled gated distance: the calls the score
+    pass and the anchor both make (the anchor on ``(t, t)``, once per chunk size)."""
+    diff = feature_distance(dist, ref)
+    gate = gate_net(diff)
+    return gate, gated_pool(diff, gate, size)
+
+
+def _reduce_parts(
+    pooled_dist: torch.Tensor, pooled_ref: torch.Tensor, pooled_diff: torch.Tensor, reduce: nn.Module
+) -> torch.Tensor:
+    """The 1x1 reduction of the three pooled parts, both passes' one call."""
+    return cast(torch.Tensor, reduce(torch.cat([pooled_dist, pooled_ref, pooled_diff], dim=1)))
 
 
 def _glp_reduce(
@@ -19,21 +46,11 @@ def _glp_reduce(
     reduce: nn.Module,
     size: tuple[int, int],
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    pooled, gate = gated_local_pool(dist, ref, gate_net, size)
-    return reduce(pooled), gate
-
-
-def _constant_parts(
-    feats: torch.Tensor, batch: int, gate_net: nn.Module, size: tuple[int, int]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The gate and the pooled gated distance of ``(t, t)`` for a chunk of ``batch``
-    samples of ``feats``: the same calls on the same values, shapes and memory layout as
-    :func:`~topiq_loss.layers.gated_local_pool` makes on that chunk, hence the same bits."""
-    one = feats[:1, :1, :1, :1].detach()
-    # |t - t| is the same value everywhere (sqrt(eps)); computed by the same function.
-    dist = torch.empty_like(feats[:batch]).fill_(feature_distance(one, one).reshape(()))
-    gate = gate_net(dist)
-    return gate, gated_pool(dist, gate, size)
+    # Gated local pooling of [dist, ref, |dist - ref|], the three parts pooled apart (the
+    # full-resolution 3C-channel map is never built), then reduced.
+    gate, pooled_diff = _gate_and_distance(dist, ref, gate_net, size)
+    pooled = _reduce_parts(gated_pool(dist, gate, size), gated_pool(ref, gate, size), pooled_diff, reduce)
+    return pooled, gate
 
 
 class CFANetFR(CFANetTrunk):
@@ -93,6 +110,7 @@ class CFANetFR(CFANetTrunk):
         feats_d, feats_r = self.extract(dist, ref)
         return self.head(feats_d, feats_r, need_maps)
 
+    @network_precision
     def head(
         self,
         feats_d: list[torch.Tensor],
@@ -112,15 +130,20 @@ class CFANetFR(CFANetTrunk):
         reduced, gates = self.pool_levels(_glp_reduce, list(zip(feats_d, feats_r, strict=True)))
         return self.attend(reduced, gates, need_maps)
 
+    @network_precision
     def anchor_head(self, feats: list[torch.Tensor], need_maps: bool = False) -> CFANetFeatures:
         """``head(feats, feats)``, the images scored against themselves, bit for bit, cheaper.
 
-        The distance map of ``(t, t)`` is one constant, so each level's gate is the gate
-        network on a constant map: it is computed once per chunk size of the CPU batch
-        chunking (:func:`~topiq_loss.trunk.front_chunk`, the score pass's rule), not per
-        sample, together with the pooled gated distance, and the two equal gated parts
-        ``t * gate`` are pooled once. What remains per sample (that product and its pooling,
-        the reduction, the attention) runs as in :meth:`head`.
+        Equal by construction: the anchor runs the score pass's own functions
+        (``_gate_and_distance``, :func:`~topiq_loss.models.layers.gated_pool`,
+        ``_reduce_parts``) on ``(t, t)``, views of the same features with the score
+        pass's strides, so every tensor has the score pass's values, shapes and memory
+        layout (a constant map built otherwise had other strides where the grid is 1x1,
+        and a 1x1 convolution then rounds differently). It only skips repeats: the
+        distance of ``(t, t)`` is one constant, so the gate and the pooled distance are
+        computed once per chunk size of the CPU batch chunking
+        (:func:`~topiq_loss.models.trunk.front_chunk`, the score pass's rule), and the
+        two equal gated parts ``t * gate`` are pooled once.
         """
         size = (feats[-1].shape[-2], feats[-1].shape[-1])
         use_cp = self.front_checkpointing(feats)
@@ -128,15 +151,18 @@ class CFANetFR(CFANetTrunk):
         for i, t in enumerate(feats):
             gate_module = self.weight_pool[i]
             n, chunk = t.shape[0], front_chunk(t)
-            constant = {b: _constant_parts(t, b, gate_module, size) for b in {chunk, n % chunk or chunk}}
+            constant = {
+                b: _gate_and_distance(t[:b].detach(), t[:b].detach(), gate_module, size)
+                for b in {chunk, n % chunk or chunk}
+            }
 
             def level(
                 part: torch.Tensor, reduce: nn.Module, size: tuple[int, int],
                 constant: dict[int, tuple[torch.Tensor, torch.Tensor]] = constant,
             ) -> tuple[torch.Tensor, torch.Tensor]:
-                gate, pooled_dist = constant[part.shape[0]]
+                gate, pooled_diff = constant[part.shape[0]]
                 pooled = gated_pool(part, gate, size)
-                return reduce(torch.cat([pooled, pooled, pooled_dist], dim=1)), gate
+                return _reduce_parts(pooled, pooled, pooled_diff, reduce), gate
 
             r, g = map_levels(level, (t,), (self.dim_reduce[i],), size, use_cp)
             reduced.append(r)

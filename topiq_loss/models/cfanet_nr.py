@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .backbone import ResNet50Features
 from .layers import gate_net
-from .trunk import CFANetFeatures, CFANetTrunk
+from .trunk import CFANetFeatures, CFANetTrunk, network_precision
 
 __all__ = ["CFANetNR", "GatedConv"]
 
@@ -104,6 +104,7 @@ class CFANetNR(CFANetTrunk):
         num_heads=8, num_class=10``)."""
         return cls.swin(dim=512, num_heads=8, num_class=10)
 
+    @network_precision
     def head(self, feats: list[torch.Tensor], need_maps: bool = False) -> CFANetFeatures:
         """Everything after the backbone, from its levels (see :meth:`backbone_features`)."""
         reduced, gates = self.pool_levels(_gated_reduce, [(f,) for f in feats])

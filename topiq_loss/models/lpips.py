@@ -103,6 +103,13 @@ class LPIPSNetwork(nn.Module):
         self.backbone_autocast = _checks.check_bool(enable, "enable")
         return self
 
+    def set_autocast(self, enable: bool = True) -> LPIPSNetwork:
+        """Opt in to half precision under ``torch.autocast`` (the backbone; the distances
+        are always computed in at least float32). Default off. Costs input-gradient
+        accuracy, as :meth:`~topiq_loss.models.trunk.CFANetTrunk.set_autocast` says.
+        Returns ``self``."""
+        return self.set_backbone_autocast(enable)
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The five tapped activations (N, C_m, h_m, w_m) of ``x`` (N, 3, H, W) in [-1, 1],
         under this network's checkpointing and autocast settings."""
