@@ -163,7 +163,9 @@ def build_reference_swin_nr(aesthetics: bool = False) -> torch.nn.Module | None:
     extra = {"inter_dim": 512, "num_heads": 8, "num_class": 10} if aesthetics else {}
     net = module.CFANet(
         semantic_model_name="swin_base_patch4_window12_384",
-        model_name="cfanet_iaa_ava_swin" if aesthetics else "topiq_nr_cgfiqa_swin",
+        # Not the face file's name: a name holding "gfiqa" makes pyiqa build facexlib's
+        # face aligner, which the crops given here do not need (nor the loss).
+        model_name="cfanet_iaa_ava_swin" if aesthetics else "topiq_nr_swin",
         backbone_pretrain=False,
         use_ref=False,
         pretrained=False,
