@@ -106,7 +106,9 @@ def test_weights_command_lists_fetches_and_verifies(server, tmp_path, monkeypatc
     monkeypatch.setitem(REGISTRY, "kadid", dataclasses.replace(entry, name="kadid"))
     folder = str(tmp_path / "c")
     assert main(["weights", "list", "--cache-dir", folder]) == 0
-    assert "koniq" in capsys.readouterr().out
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:-1]]
+    # Every entry on its own row, its name, kind and file apart (face_swin is longer than 0.5's column).
+    assert [r[:3] for r in rows] == [[n, e.kind.upper(), e.filename] for n, e in REGISTRY.items()]
     assert main(["weights", "fetch", "kadid", "--cache-dir", folder]) == 0
     line = capsys.readouterr().out.splitlines()[0]
     assert line == f"{hashlib.sha256(SMALL).hexdigest()}  {name}"

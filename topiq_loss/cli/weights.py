@@ -17,14 +17,18 @@ def weights_command(args: argparse.Namespace) -> int:
     entries = REGISTRY
     folder = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     if args.action == "list":
-        print(f"{'name':<7}{'kind':<6}{'file':<40}{'cached':<8}check")
-        for name in list_weights():
+        names = list_weights()
+        # Columns as wide as their longest cell, so a new entry never runs into the next.
+        wn = max(len(n) for n in [*names, "name"]) + 2
+        wf = max(len(entries[n].filename) for n in names) + 2
+        print(f"{'name':<{wn}}{'kind':<6}{'file':<{wf}}{'cached':<8}check")
+        for name in names:
             e = entries[name]
             kind = e.kind.upper()
             path = folder / e.filename
             full, source = pinned(e)
             check = f"pinned ({source})" if full else "Hub digest, or name prefix"
-            print(f"{name:<7}{kind:<6}{e.filename:<40}{'yes' if path.is_file() else 'no':<8}{check}")
+            print(f"{name:<{wn}}{kind:<6}{e.filename:<{wf}}{'yes' if path.is_file() else 'no':<8}{check}")
         print(f"cache: {folder}")
         return 0
     if args.action == "fetch":
