@@ -220,6 +220,32 @@ def report(
     print(f"wrote {out / f'{stem}_loss_curves.png'} and {out / f'{stem}_before_after.png'}")
 
 
+def report_no_reference(
+    results: dict[str, dict[str, float]],
+    images: dict[str, torch.Tensor],
+    curves: dict[str, dict[str, list[float]]],
+    title: str,
+    label: str,
+    out: Path,
+    stem: str,
+    key: str,
+    head: str,
+) -> None:
+    """The no-reference examples' report: PSNR and the ``key`` score (column ``head``) per
+    image, ``{stem}_loss_curves.png`` (each run's terms) and ``{stem}_before_after.png``."""
+    print(f"\n{title} ({label})")
+    width = max(len(n) for n in results) + 2
+    print(f"{'':<{width}}{'PSNR dB':>9}{head:>{len(head) + 2}}")
+    for n, r in results.items():
+        print(f"{n:<{width}}{r['psnr']:>9.2f}{r[key]:>{len(head) + 2}.4f}")
+    flat = {f"{run}: {k}": v for run, c in curves.items() for k, v in c.items() if not (k == "total" and len(c) == 2)}
+    plot_curves(flat, out / f"{stem}_loss_curves.png", f"{title} ({label})", ylabel="term value")
+    short = head.split()[0]
+    panels = [(f"{n}\n{r['psnr']:.2f} dB, {short} {r[key]:.3f}", images[n]) for n, r in results.items()]
+    save_grid(panels, out / f"{stem}_before_after.png", f"{title} ({label})")
+    print(f"wrote {out / f'{stem}_loss_curves.png'} and {out / f'{stem}_before_after.png'}")
+
+
 def captioned(results: dict[str, dict[str, float]], images: dict[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
     """(caption, image) per result, the caption giving its PSNR and TOPIQ score."""
     return [(f"{n}\n{r['psnr']:.2f} dB, TOPIQ {r['topiq']:.3f}", images[n]) for n, r in results.items()]

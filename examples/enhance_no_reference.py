@@ -80,15 +80,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
         results["HR ground truth"] = {"psnr": float("inf"), "nr": float(nr.score(hr_test))}
     images["HR ground truth"] = hr_test
     title = f"x{scale} SR trained without ground truth, {args.test_size}px crop of a held-out photo"
-    print(f"\n{title} ({label})")
-    print(f"{'':<20}{'PSNR dB':>9}{'NR score':>10}")
-    for n, r in results.items():
-        print(f"{n:<20}{r['psnr']:>9.2f}{r['nr']:>10.4f}")
-    flat = {f"{run}: {k}": v for run, c in curves.items() for k, v in c.items() if not (k == "total" and len(c) == 2)}
-    C.plot_curves(flat, out / "nr_loss_curves.png", f"{title} ({label})", ylabel="term value")
-    panels = [(f"{n}\n{r['psnr']:.2f} dB, NR {r['nr']:.3f}", images[n]) for n, r in results.items()]
-    C.save_grid(panels, out / "nr_before_after.png", f"{title} ({label})")
-    print(f"wrote {out / 'nr_loss_curves.png'} and {out / 'nr_before_after.png'}")
+    C.report_no_reference(results, images, curves, title, label, out, "nr", key="nr", head="NR score")
     print(f"done in {timer():.0f} s")
     return results
 

@@ -119,15 +119,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
         results["ground truth"] = {"psnr": float("inf"), "face": float(face.score(gt))}
     images["ground truth"] = gt
     title = f"Face restoration, {args.size}px crop"
-    print(f"\n{title} ({label})")
-    print(f"{'':<14}{'PSNR dB':>9}{'face score':>12}")
-    for n, r in results.items():
-        print(f"{n:<14}{r['psnr']:>9.2f}{r['face']:>12.4f}")
-    flat = {f"{run}: {k}": v for run, c in curves.items() for k, v in c.items() if not (k == "total" and len(c) == 2)}
-    C.plot_curves(flat, out / "face_loss_curves.png", f"{title} ({label})", ylabel="term value")
-    panels = [(f"{n}\n{r['psnr']:.2f} dB, face {r['face']:.3f}", images[n]) for n, r in results.items()]
-    C.save_grid(panels, out / "face_before_after.png", f"{title} ({label})")
-    print(f"wrote {out / 'face_loss_curves.png'} and {out / 'face_before_after.png'}")
+    C.report_no_reference(results, images, curves, title, label, out, "face", key="face", head="face score")
     print(f"done in {timer():.0f} s")
     return results
 
