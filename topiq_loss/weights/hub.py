@@ -1,13 +1,5 @@
-"""Where ``weights=`` leads: the caches a user has, then a mirror, the Hub and the release.
-
-Before any request: this library's cache (``<torch hub dir>/checkpoints``), pyiqa's
-(``<torch hub dir>/pyiqa``), the Hugging Face Hub cache. Then ``$TOPIQ_LOSS_MIRROR`` and the
-GitHub release (``torch.hub.download_url_to_file`` under a file lock) and the Hub
-(``huggingface_hub.hf_hub_download``: ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, ``HF_HOME``, tokens,
-proxies). Any file's sha256 must equal a pin (``TOPIQ_LOSS_PINS``, the entry's ``sha256``), or
-else start with its name's prefix and, in the Hub cache, equal the digest the Hub announced
-(its blob's name, which ``hf_hub_download`` never compares with the content).
-"""
+"""Where ``weights=`` leads: the caches a user has (ours, pyiqa's, the Hub's), then ``$TOPIQ_LOSS_MIRROR``, the
+Hub (``hf_hub_download``) and the GitHub release (``torch.hub``); every file checked (docs/weights.md)."""
 
 from __future__ import annotations
 
@@ -45,6 +37,11 @@ LOCK_TIMEOUT_S = 1800.0
 _LINE = re.compile(r"^([0-9a-fA-F]{64}) [ *](.+)$")
 # path -> (size, mtime_ns) of the files accepted in this process: hashed once while unchanged.
 _checked: dict[str, tuple[int, int]] = {}
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
 
 
 def default_cache_dir() -> Path:
@@ -94,8 +91,8 @@ def pinned(entry: WeightsEntry) -> tuple[str | None, str]:
 
 
 def digest_problem(digest: str, entry: WeightsEntry, announced: str | None = None) -> str | None:
-    """Why a file of sha256 ``digest`` is not ``entry``'s (None if it is): a pin outranks
-    everything; else the name's prefix, and the digest the Hub ``announced`` if any."""
+    """Why a file of sha256 ``digest`` is not ``entry``'s (None if it is): a pin outranks all; else the prefix,
+    and the digest the Hub ``announced`` if any."""
     full, source = pinned(entry)
     if full is not None:
         return None if digest == full else f"sha256 {digest} differs from the one pinned in {source} ({full})"
@@ -121,13 +118,12 @@ def verify(path: str | os.PathLike[str], entry: WeightsEntry) -> str:
 
 def _problem(path: Path, entry: WeightsEntry) -> str | None:
     """:func:`verify`'s verdict as a phrase, remembered while the file is unchanged."""
-    st = path.stat()
-    if _checked.get(str(path)) == (st.st_size, st.st_mtime_ns):
+    if _checked.get(str(path)) == (stamp := _stamp(path)):
         return None
-    if st.st_size > entry.max_bytes:
-        return f"{st.st_size} bytes, more than the {entry.max_bytes} expected at most"
+    if stamp[0] > entry.max_bytes:
+        return f"{stamp[0]} bytes, more than the {entry.max_bytes} expected at most"
     if (problem := digest_problem(sha256_file(path), entry, _announced(path))) is None:
-        _checked[str(path)] = (st.st_size, st.st_mtime_ns)
+        _checked[str(path)] = stamp
     return problem
 
 
@@ -196,8 +192,7 @@ def _from_url(url: str, entry: WeightsEntry, folder: Path, progress: bool, timeo
     except filelock.Timeout:
         raise WeightsError(f"gave up after {LOCK_TIMEOUT_S:.0f} s waiting for the lock file {dest}.lock; "
                            f"if no download is running, delete it") from None
-    st = dest.stat()
-    _checked[str(dest)] = (st.st_size, st.st_mtime_ns)
+    _checked[str(dest)] = _stamp(dest)
     if pinned(entry)[0] is None:
         logger.warning("%s came from %s: only the 8-hex prefix of its name was checked; `topiq-loss weights verify "
                        "%s` prints its line for a %s file", entry.filename, redact(url), dest, PINS_ENV)
@@ -212,16 +207,10 @@ def _reason(exc: BaseException) -> str:
 def download_weights(
     name: str | WeightsEntry, cache_dir: str | os.PathLike[str] | None = None, progress: bool = True
 ) -> Path:
-    """Path of the checked file of ``name`` (a registry name or a :class:`WeightsEntry`,
-    whose file name gives its sources): from a cache, or downloaded (see the module).
+    """Path of the checked file of ``name`` (a registry name or a :class:`WeightsEntry`): cached or downloaded.
 
-    ``cache_dir`` is this library's cache (default :func:`default_cache_dir`), where files
-    from plain URLs go; the Hub's go to its own cache. ``progress``: torch.hub's progress
-    bar (the Hub's follows ``HF_HUB_DISABLE_PROGRESS_BARS``).
-
-    Raises:
-        WeightsError: no source gave an acceptable file (the message names the file, its
-            sources, the caches and the ways out), or the pins file or mirror is malformed.
+    ``cache_dir`` (default :func:`default_cache_dir`) takes the files of plain URLs; the Hub's go to its own cache.
+    ``progress``: torch.hub's bar. Raises WeightsError naming the file, its sources, the caches and the ways out.
     """
     entry = name if isinstance(name, WeightsEntry) else get_weights_entry(name, REGISTRY)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -284,9 +273,8 @@ def _mirror_base(base: str) -> urllib.parse.SplitResult:
 def redact(url: str) -> str:
     """``url`` without credentials: no ``user:pass@``, query values replaced by ``***``.
 
-    Example:
-        >>> redact("https://alice:s3cret@mirror.example/w/f.pth?token=abc&x=1")
-        'https://mirror.example/w/f.pth?token=***&x=***'
+    >>> redact("https://alice:s3cret@mirror.example/w/f.pth?token=abc&x=1")
+    'https://mirror.example/w/f.pth?token=***&x=***'
     """
     try:
         parts = urllib.parse.urlsplit(url)
@@ -304,14 +292,10 @@ def resolve_weights(
     progress: bool = True,
     registry: Mapping[str, WeightsEntry] = REGISTRY,
 ) -> tuple[dict[str, torch.Tensor] | None, str, WeightsEntry | None]:
-    """State dict, description and registry entry of a ``weights=``: a name of ``registry``
-    (downloaded), a path (one named like an official file is checked like it, and brings
-    its entry if in ``registry``), or ``"random"`` / ``None``: ``(None, "random init", None)``.
+    """State dict, description and entry of a ``weights=``: a name of ``registry`` (downloaded), a path (one
+    named like an official file is checked like it), or random: ``(None, "random init", None)``.
 
-    Raises:
-        WeightsArgumentError, WeightsFileNotFoundError, TypeError: see
-            :func:`~topiq_loss.weights.reader.classify_weights`.
-        WeightsError: the file or download is refused.
+    Raises what :func:`~topiq_loss.weights.reader.classify_weights` raises, or WeightsError for a refused file.
     """
     what, value = classify_weights(weights, registry, f"one of {sorted(registry)}, a path to a checkpoint file, or {RANDOM!r}")
     if what == "random":
