@@ -97,10 +97,8 @@ def read_weights_file(
                            f"'params' entry. Save the weights you mean (here the 'params_ema' dict) as a file of "
                            f"their own, or under 'params'")
     if not isinstance(obj, Mapping) or not obj:
-        raise WeightsError(
-            f"{where} holds {type(obj).__name__}{' (empty)' if isinstance(obj, Mapping) else ''}, expected a "
-            f"state dict (a dict of tensors, or a dict with key 'params')"
-        )
+        raise WeightsError(f"{where} holds {type(obj).__name__}{' (empty)' if isinstance(obj, Mapping) else ''}, "
+                           f"expected a state dict (a dict of tensors, or a dict with key 'params')")
     return check_tensors(obj, where, fits)
 
 
@@ -116,17 +114,6 @@ def check_tensors(state: Mapping[Any, Any], source: str, fits: str) -> dict[str,
     return tensors
 
 
-def _index_problem(t: torch.Tensor) -> str | None:
-    """Why ``t`` cannot be a Swin relative position index (None if it can)."""
-    if t.dtype not in (torch.int64, torch.int32):
-        return f"has dtype {t.dtype} (a relative position index is int64)"
-    if t.dim() != 2 or t.shape[0] != t.shape[1]:
-        return f"has shape {tuple(t.shape)} (a relative position index is square, (L, L))"
-    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= 4 * t.shape[0]):
-        return f"holds indices outside [0, {4 * t.shape[0]}) (a relative position index of {t.shape[0]} tokens)"
-    return None
-
-
 def _check_record_sizes(path: Path, where: str, fits: str, limit: int) -> None:
     """Refuse a zip whose records would expand past ``limit`` (a compressed bomb costs memory, not disk)."""
     if not zipfile.is_zipfile(path):
@@ -137,10 +124,8 @@ def _check_record_sizes(path: Path, where: str, fits: str, limit: int) -> None:
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise WeightsError(f"{where} is not a readable weights archive ({exc})") from None
     if total > limit:
-        raise WeightsError(
-            f"{where} would expand to {total} bytes of records, more than {fits} needs "
-            f"({limit} at most); refused before loading"
-        )
+        raise WeightsError(f"{where} would expand to {total} bytes of records, more than {fits} needs "
+                           f"({limit} at most); refused before loading")
 
 
 def _tensor_problem(key: str, t: torch.Tensor) -> str | None:
@@ -154,7 +139,13 @@ def _tensor_problem(key: str, t: torch.Tensor) -> str | None:
     if key.endswith("num_batches_tracked"):
         return None if t.dtype in (torch.int64, torch.int32) or t.is_floating_point() else f"has dtype {t.dtype}"
     if key.rsplit(".", 1)[-1] == "relative_position_index":
-        return _index_problem(t)
+        if t.dtype not in (torch.int64, torch.int32):
+            return f"has dtype {t.dtype} (a relative position index is int64)"
+        if t.dim() != 2 or t.shape[0] != t.shape[1]:
+            return f"has shape {tuple(t.shape)} (a relative position index is square, (L, L))"
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= 4 * t.shape[0]):
+            return f"holds indices outside [0, {4 * t.shape[0]}) (a relative position index of {t.shape[0]} tokens)"
+        return None
     if key.rsplit(".", 1)[-1] == "attn_mask" and t.dtype in _FLOAT_DTYPES:
         if t.dim() != 3 or t.shape[1] != t.shape[2]:
             return f"has shape {tuple(t.shape)} (a Swin attention mask is (windows, L, L))"
