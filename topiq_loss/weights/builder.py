@@ -96,8 +96,7 @@ def build_network(
             )
         # A file builds the network its tensors describe (its kind and backbone).
         build = entry.build if entry is not None else BUILD_BY_LAYOUT[layout or first]
-        # Under torch.device("meta") (deferred init of a large model), the loss's network
-        # would hold no values that to_empty() could bring back: build it for real.
+        # Under torch.device("meta") (deferred init), no values that to_empty() could bring back: build it for real.
         with torch.device("cpu") if torch.empty(0).device.type == "meta" else contextlib.nullcontext():
             net = build()
     if state is None:

@@ -12,6 +12,7 @@ import socket
 import urllib.parse
 import warnings
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -91,8 +92,7 @@ def pinned(entry: WeightsEntry) -> tuple[str | None, str]:
 
 
 def digest_problem(digest: str, entry: WeightsEntry, announced: str | None = None) -> str | None:
-    """Why a file of sha256 ``digest`` is not ``entry``'s (None if it is): a pin outranks all; else the prefix,
-    and the digest the Hub ``announced`` if any."""
+    """Why a file of sha256 ``digest`` is not ``entry``'s, or None: a pin outranks its prefix and the Hub's digest."""
     full, source = pinned(entry)
     if full is not None:
         return None if digest == full else f"sha256 {digest} differs from the one pinned in {source} ({full})"
@@ -139,8 +139,8 @@ def _from_caches(entry: WeightsEntry, folder: Path) -> Path | None:
     def passes(path: Path, discard: Callable[[Path], None] | None) -> bool:
         if not path.is_file() or (problem := _problem(path, entry)) is None:
             return path.is_file()
-        action = "removed" if discard else "skipped"
-        warnings.warn(f"Cached TOPIQ weights {path} were refused ({problem}); {action}.", RuntimeWarning, stacklevel=4)
+        warnings.warn(f"Cached TOPIQ weights {path} were refused ({problem}); {'removed' if discard else 'skipped'}.",
+                      RuntimeWarning, stacklevel=4)
         if discard is not None:
             discard(path)
         return False
@@ -207,10 +207,9 @@ def _reason(exc: BaseException) -> str:
 def download_weights(
     name: str | WeightsEntry, cache_dir: str | os.PathLike[str] | None = None, progress: bool = True
 ) -> Path:
-    """Path of the checked file of ``name`` (a registry name or a :class:`WeightsEntry`): cached or downloaded.
+    """Path of the checked file of ``name`` (a registry name or a :class:`WeightsEntry`), cached or downloaded.
 
-    ``cache_dir`` (default :func:`default_cache_dir`) takes the files of plain URLs; the Hub's go to its own cache.
-    ``progress``: torch.hub's bar. Raises WeightsError naming the file, its sources, the caches and the ways out.
+    Plain URLs download into ``cache_dir`` (default :func:`default_cache_dir`), the Hub into its own cache.
     """
     entry = name if isinstance(name, WeightsEntry) else get_weights_entry(name, REGISTRY)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -222,12 +221,9 @@ def download_weights(
 
     offline, timeout = bool(constants.HF_HUB_OFFLINE), float(constants.HF_HUB_DOWNLOAD_TIMEOUT)
     release, hub = f"{entry.release}/{entry.filename}", hf_hub_url(entry.hub_repo, entry.filename)
-    sources: list[tuple[str, Callable[[], Path]]] = [
-        (f"{hub} (huggingface_hub)", lambda: _from_hub(entry)),
-        (release, lambda: _from_url(release, entry, folder, progress, timeout)),
-    ]
-    if mirror is not None:
-        sources.insert(0, (redact(mirror), lambda: _from_url(mirror, entry, folder, progress, timeout)))
+    from_url = partial(_from_url, entry=entry, folder=folder, progress=progress, timeout=timeout)
+    sources: list[tuple[str, Callable[[], Path]]] = [(redact(mirror), partial(from_url, mirror))] if mirror else []
+    sources += [(f"{hub} (huggingface_hub)", partial(_from_hub, entry)), (release, partial(from_url, release))]
     failures = []
     for where, fetch in [] if offline else sources:
         try:
@@ -287,9 +283,7 @@ def redact(url: str) -> str:
 
 
 def resolve_weights(
-    weights: str | os.PathLike[str] | None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    progress: bool = True,
+    weights: str | os.PathLike[str] | None, cache_dir: str | os.PathLike[str] | None = None, progress: bool = True,
     registry: Mapping[str, WeightsEntry] = REGISTRY,
 ) -> tuple[dict[str, torch.Tensor] | None, str, WeightsEntry | None]:
     """State dict, description and entry of a ``weights=``: a name of ``registry`` (downloaded), a path (one
