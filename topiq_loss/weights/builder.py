@@ -61,15 +61,9 @@ def build_network(
 ) -> CFANetFR | CFANetNR:
     """A frozen network in eval mode (CFANetFR, or CFANetNR for ``"nr"`` and ``"iaa"``) with ``weights`` loaded.
 
-    Args:
-        weights: a registry name (its entry gives the kind), a checkpoint path (its tensors do), ``"random"`` or
-            ``None`` (tests only; warns), or :data:`DEFAULT`: the first kind's default.
-        kind: ``"fr"``, ``"nr"``, ``"iaa"``, several (the first gives the default and random weights), or None.
-        cache_dir: this library's weights cache (default torch.hub's); ``progress``: a download progress bar.
-
-    Raises:
-        WeightsKindError: (a ValueError and a WeightsError) weights of another kind; for a name, before any download.
-        ValueError: ``kind`` or the registry name is unknown. WeightsError: the weights cannot be fetched or loaded.
+    ``weights``: a registry name, a checkpoint path, ``"random"`` / ``None`` (tests only; warns) or :data:`DEFAULT`;
+    ``kind``: one, several (the first gives the default and random weights) or None (any). Weights of another kind
+    raise WeightsKindError (for a name, before any download).
     """
     kinds = KINDS if kind is None else tuple(check_kind(k) for k in ((kind,) if isinstance(kind, str) else kind))
     if not kinds:

@@ -63,7 +63,7 @@ def lpips_package_lins(net: str) -> Path:
     return path
 
 
-def _torchvision_backbone(net: str, progress: bool) -> dict[str, Any]:
+def _torchvision_backbone(net: str, progress: bool) -> dict[str, torch.Tensor]:
     import torchvision.models as tvm
 
     enum = tvm.AlexNet_Weights.IMAGENET1K_V1 if net == "alex" else tvm.VGG16_Weights.IMAGENET1K_V1
@@ -79,7 +79,8 @@ def _torchvision_backbone(net: str, progress: bool) -> dict[str, Any]:
             f"lpips.LPIPS(net={net!r}).state_dict(), path) on a connected machine), or build with "
             f"LPIPSPlusLoss.from_lpips(lpips_module)"
         ) from exc
-    return {k: v for k, v in state.items() if k.startswith("features.")}
+    features = {k: v for k, v in state.items() if k.startswith("features.")}
+    return check_tensors(features, f"torchvision's {_TORCHVISION_FILES[net]} (in its hub cache)", _FITS)
 
 
 def build_lpips_network(
@@ -103,8 +104,7 @@ def build_lpips_network(
     elif what == "name":
         lins = lpips_package_lins(net)  # first: no download when the package is missing
         state = read_weights_file(lins, _FITS, source=f"the lpips package's linear-layer file {lins}")
-        tv = _TORCHVISION_FILES[net]
-        state.update(check_tensors(_torchvision_backbone(net, progress), f"torchvision's {tv} (in its hub cache)", _FITS))
+        state.update(_torchvision_backbone(net, progress))
         load_lpips_state(network, state, f"torchvision {net} + {lins}")
     else:
         load_lpips_state(network, read_weights_file(Path(str(value)), _FITS), str(value))

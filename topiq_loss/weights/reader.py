@@ -25,13 +25,9 @@ _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 def classify_weights(
     weights: object, names: Collection[str], expected: str
 ) -> tuple[Literal["random", "name", "file"], str | Path | None]:
-    """What ``weights`` is: ``("random", None)``, ``("name", one of names)`` or ``("file", path)``.
-
-    ``expected`` says in the errors what it may be. Raises WeightsArgumentError (a ValueError) for an empty
-    string, a URL, a folder, no regular file or an unknown bare word; WeightsFileNotFoundError for a missing
-    file; TypeError for anything else.
-    """
-    if is_random(weights):  # the one reading of "random" / None (weights.is_random)
+    """What ``weights`` is: ``("random", None)``, ``("name", one of names)`` or ``("file", path)``; the errors
+    (WeightsArgumentError, WeightsFileNotFoundError, TypeError) say it must be ``expected``."""
+    if is_random(weights):
         return "random", None
     if isinstance(weights, str) and weights in names:
         return "name", weights
@@ -66,13 +62,8 @@ def classify_weights(
 def read_weights_file(
     path: str | os.PathLike[str], fits: str, source: str | None = None, max_bytes: int | None = None
 ) -> dict[str, torch.Tensor]:
-    """The tensors of a weights file (its ``params`` dict, or its own), loaded with ``weights_only=True`` onto
-    the CPU and checked by :func:`check_tensors`.
-
-    ``fits`` is what they must be able to be ("a trained CFANet"), ``source`` how messages name the file
-    (default "`weights` file PATH"); records summing past ``max_bytes`` (default :data:`MAX_WEIGHTS_BYTES`)
-    are refused before loading. Raises WeightsFileNotFoundError, or WeightsError naming the file (and key).
-    """
+    """The tensors of a weights file (its ``params`` dict, or its own), loaded with ``weights_only=True`` and
+    checked; ``fits`` ("a trained CFANet") and ``source`` (default "`weights` file PATH") word the errors."""
     path = Path(path)
     where = source if source is not None else f"`weights` file {path}"
     if not path.is_file():
