@@ -21,7 +21,6 @@ from .registry import RANDOM
 
 __all__ = ["LPIPSNetwork", "build_lpips_network", "load_lpips_state", "lpips_network_from_module", "lpips_package_lins"]
 
-_TORCHVISION_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
 _FITS = "a trained LPIPS network"
 #: The package whose data holds the linear layers (a module-level name so tests can hide it).
 LPIPS_PACKAGE = "lpips"
@@ -67,20 +66,20 @@ def _torchvision_backbone(net: str, progress: bool) -> dict[str, torch.Tensor]:
     import torchvision.models as tvm
 
     enum = tvm.AlexNet_Weights.IMAGENET1K_V1 if net == "alex" else tvm.VGG16_Weights.IMAGENET1K_V1
+    file = enum.url.rsplit("/", 1)[-1]
     try:
         state: dict[str, Any] = enum.get_state_dict(progress=progress)
     except Exception as exc:  # torchvision's download raises URLError, OSError, RuntimeError...
-        cache = Path(torch.hub.get_dir()) / "checkpoints"
         raise WeightsError(
             f"could not get torchvision's ImageNet {'AlexNet' if net == 'alex' else 'VGG16'} weights "
-            f"({type(exc).__name__}: {exc}). LPIPS-{net} needs two files: {_TORCHVISION_FILES[net]} (backbone, "
-            f"{enum.url}) and lpips/weights/v0.1/{net}.pth (linear layers, in the `lpips` package). Offline: place "
-            f"{_TORCHVISION_FILES[net]} in {cache}, or pass weights='/path/to/lpips_{net}_state.pth' (torch.save("
-            f"lpips.LPIPS(net={net!r}).state_dict(), path) on a connected machine), or build with "
+            f"({type(exc).__name__}: {exc}). LPIPS-{net} needs two files: {file} (backbone, {enum.url}) and "
+            f"lpips/weights/v0.1/{net}.pth (linear layers, in the `lpips` package). Offline: place {file} in "
+            f"{Path(torch.hub.get_dir()) / 'checkpoints'}, or pass weights='/path/to/lpips_{net}_state.pth' "
+            f"(torch.save(lpips.LPIPS(net={net!r}).state_dict(), path) on a connected machine), or build with "
             f"LPIPSPlusLoss.from_lpips(lpips_module)"
         ) from exc
     features = {k: v for k, v in state.items() if k.startswith("features.")}
-    return check_tensors(features, f"torchvision's {_TORCHVISION_FILES[net]} (in its hub cache)", _FITS)
+    return check_tensors(features, f"torchvision's {file} (in its hub cache)", _FITS)
 
 
 def build_lpips_network(

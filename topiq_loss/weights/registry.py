@@ -20,8 +20,7 @@ __all__ = ["BUILD_BY_KIND", "BUILD_BY_LAYOUT", "DEFAULT_NR_WEIGHTS", "DEFAULT_WE
            "WeightsEntry", "WeightsArgumentError", "WeightsError", "WeightsFileNotFoundError", "WeightsKindError",
            "check_kind", "entry_for_file", "is_random", "get_weights_entry", "list_weights"]
 
-#: Where the official files are published: the Hugging Face Hub repository pyiqa fetches them from, and the
-#: GitHub release that holds the same files.
+#: Where the official files are published: pyiqa's Hugging Face Hub repository, and the GitHub release.
 HUB_REPO = "chaofengc/IQA-PyTorch-Weights"
 RELEASE = "https://github.com/chaofengc/IQA-PyTorch/releases/download/v0.1-weights"
 
@@ -60,12 +59,11 @@ def check_kind(kind: object) -> Kind:
 
 @dataclass(frozen=True)
 class WeightsEntry:
-    """One official checkpoint; its sources follow from ``filename`` (see :mod:`topiq_loss.weights.hub`).
+    """One official checkpoint; its sources follow from ``filename`` (``<stem>-<sha256[:8]>.pth``).
 
-    ``filename`` is ``<stem>-<sha256[:8]>.pth`` and ``sha256_prefix`` those 8 hex; ``build`` makes the network
-    the file loads into; ``resize`` is the short side it was evaluated at (None: as given); ``score_range`` is
-    (worst, best); ``sha256``, where filled in, is the only digest accepted; a file past ``max_bytes`` is
-    refused before it is hashed; ``meta``: training data, what it measures, licence, paper.
+    ``build`` makes the network it loads into; ``resize``: the short side it was evaluated at (None: as given);
+    ``score_range``: (worst, best); ``sha256``, where filled in, is the only digest accepted; a file past
+    ``max_bytes`` is refused before it is hashed; ``meta``: training data, what it measures, licence, paper.
     """
 
     name: str
@@ -130,10 +128,6 @@ REGISTRY: dict[str, WeightsEntry] = {e.name: e for e in (
            "nr_swin", extra={**_FACE, **_SWIN}),
 )}
 
-#: The weights each kind uses when none are named.
-DEFAULT_WEIGHTS_BY_KIND: Final[Mapping[str, str]] = {"fr": "kadid", "nr": "koniq", "iaa": "ava"}
-
-
 def _names(kinds: tuple[Kind, ...]) -> list[str]:
     return [name for name, e in REGISTRY.items() if e.kind in kinds]
 
@@ -150,9 +144,7 @@ class _OfKinds(Mapping[str, WeightsEntry]):
         self.kinds = kinds
 
     def __getitem__(self, name: str) -> WeightsEntry:
-        if REGISTRY[name].kind not in self.kinds:
-            raise KeyError(name)
-        return REGISTRY[name]
+        return {n: REGISTRY[n] for n in _names(self.kinds)}[name]
 
     def __iter__(self) -> Iterator[str]:
         return iter(_names(self.kinds))
@@ -161,6 +153,8 @@ class _OfKinds(Mapping[str, WeightsEntry]):
         return len(_names(self.kinds))
 
 
+#: The weights each kind uses when none are named.
+DEFAULT_WEIGHTS_BY_KIND: Final[Mapping[str, str]] = {"fr": "kadid", "nr": "koniq", "iaa": "ava"}
 #: Full-reference (TOPIQ-FR) checkpoints, for :class:`~topiq_loss.TOPIQLoss`.
 WEIGHTS: Mapping[str, WeightsEntry] = _OfKinds("fr")
 DEFAULT_WEIGHTS = DEFAULT_WEIGHTS_BY_KIND["fr"]
