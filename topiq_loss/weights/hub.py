@@ -40,11 +40,6 @@ _LINE = re.compile(r"^([0-9a-fA-F]{64}) [ *](.+)$")
 _checked: dict[str, tuple[int, int]] = {}
 
 
-def _stamp(path: Path) -> tuple[int, int]:
-    st = path.stat()
-    return st.st_size, st.st_mtime_ns
-
-
 def default_cache_dir() -> Path:
     """``<torch.hub.get_dir()>/checkpoints``; follows ``TORCH_HOME``."""
     return Path(torch.hub.get_dir()) / "checkpoints"
@@ -118,10 +113,11 @@ def verify(path: str | os.PathLike[str], entry: WeightsEntry) -> str:
 
 def _problem(path: Path, entry: WeightsEntry) -> str | None:
     """:func:`verify`'s verdict as a phrase, remembered while the file is unchanged."""
-    if _checked.get(str(path)) == (stamp := _stamp(path)):
+    st = path.stat()
+    if _checked.get(str(path)) == (stamp := (st.st_size, st.st_mtime_ns)):
         return None
-    if stamp[0] > entry.max_bytes:
-        return f"{stamp[0]} bytes, more than the {entry.max_bytes} expected at most"
+    if st.st_size > entry.max_bytes:
+        return f"{st.st_size} bytes, more than the {entry.max_bytes} expected at most"
     if (problem := digest_problem(sha256_file(path), entry, _announced(path))) is None:
         _checked[str(path)] = stamp
     return problem
@@ -192,7 +188,7 @@ def _from_url(url: str, entry: WeightsEntry, folder: Path, progress: bool, timeo
     except filelock.Timeout:
         raise WeightsError(f"gave up after {LOCK_TIMEOUT_S:.0f} s waiting for the lock file {dest}.lock; "
                            f"if no download is running, delete it") from None
-    _checked[str(dest)] = _stamp(dest)
+    _checked[str(dest)] = _checked.pop(str(tmp))  # os.replace keeps the size and mtime the check saw
     if pinned(entry)[0] is None:
         logger.warning("%s came from %s: only the 8-hex prefix of its name was checked; `topiq-loss weights verify "
                        "%s` prints its line for a %s file", entry.filename, redact(url), dest, PINS_ENV)
