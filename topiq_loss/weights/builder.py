@@ -17,16 +17,7 @@ from ..models.cfanet_nr import CFANetNR
 from ..models.seeded_init import seeded_init
 from .checkpoint import LAYOUTS, checkpoint_layout, load_state_dict_checked
 from .hub import resolve_weights
-from .registry import (
-    BUILD_BY_LAYOUT,
-    DEFAULT_WEIGHTS_BY_KIND,
-    KINDS,
-    LAYOUT_KINDS,
-    RANDOM,
-    REGISTRY,
-    WeightsEntry,
-    check_kind,
-)
+from .registry import BUILD_BY_LAYOUT, DEFAULT_WEIGHTS_BY_KIND, LAYOUT_KINDS, RANDOM, REGISTRY, WeightsEntry, as_kinds
 
 __all__ = ["DEFAULT", "build_network", "weights_entry"]
 
@@ -65,9 +56,7 @@ def build_network(
     ``kind``: one, several (the first gives the default and random weights) or None (any). Weights of another kind
     raise WeightsKindError (for a name, before any download).
     """
-    kinds = KINDS if kind is None else tuple(check_kind(k) for k in ((kind,) if isinstance(kind, str) else kind))
-    if not kinds:
-        raise ValueError(f"`kind` must be one of {KINDS}, several of them, or None; got {kind!r}")
+    kinds = as_kinds(kind)
     first = kinds[0]
     if isinstance(weights, str) and weights == DEFAULT:
         weights = DEFAULT_WEIGHTS_BY_KIND[first]

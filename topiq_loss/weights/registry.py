@@ -5,7 +5,7 @@ The weights are the TOPIQ authors' and carry their terms (non-commercial use); n
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -18,7 +18,7 @@ from ..models.cfanet_nr import CFANetNR
 __all__ = ["BUILD_BY_KIND", "BUILD_BY_LAYOUT", "DEFAULT_NR_WEIGHTS", "DEFAULT_WEIGHTS", "DEFAULT_WEIGHTS_BY_KIND",
            "HUB_REPO", "KINDS", "Kind", "LAYOUT_KINDS", "NR_WEIGHTS", "RANDOM", "RELEASE", "REGISTRY", "WEIGHTS",
            "WeightsEntry", "WeightsArgumentError", "WeightsError", "WeightsFileNotFoundError", "WeightsKindError",
-           "check_kind", "entry_for_file", "is_random", "get_weights_entry", "list_weights"]
+           "as_kinds", "check_kind", "entry_for_file", "is_random", "get_weights_entry", "list_weights"]
 
 #: Where the official files are published: pyiqa's Hugging Face Hub repository, and the GitHub release.
 HUB_REPO = "chaofengc/IQA-PyTorch-Weights"
@@ -55,6 +55,14 @@ def check_kind(kind: object) -> Kind:
         if isinstance(kind, str) and kind == known:
             return known
     raise ValueError(f"`kind` must be one of {KINDS} or None; got {kind!r}")
+
+
+def as_kinds(kind: str | Sequence[str] | None) -> tuple[Kind, ...]:
+    """``kind`` (one, several, or None: all) as a non-empty tuple of :data:`KINDS`; else a ValueError."""
+    kinds = KINDS if kind is None else tuple(check_kind(k) for k in ((kind,) if isinstance(kind, str) else kind))
+    if not kinds:
+        raise ValueError(f"`kind` must be one of {KINDS}, several of them, or None; got {kind!r}")
+    return kinds
 
 
 @dataclass(frozen=True)
