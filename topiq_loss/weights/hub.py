@@ -282,11 +282,8 @@ def resolve_weights(
     weights: str | os.PathLike[str] | None, cache_dir: str | os.PathLike[str] | None = None, progress: bool = True,
     registry: Mapping[str, WeightsEntry] = REGISTRY,
 ) -> tuple[dict[str, torch.Tensor] | None, str, WeightsEntry | None]:
-    """State dict, description and entry of a ``weights=``: a name of ``registry`` (downloaded), a path (one
-    named like an official file is checked like it), or random: ``(None, "random init", None)``.
-
-    Raises what :func:`~topiq_loss.weights.reader.classify_weights` raises, or WeightsError for a refused file.
-    """
+    """State dict, description and entry of a ``weights=``: a name of ``registry`` (downloaded), a path (one named
+    like an official file is checked like it), or random: ``(None, "random init", None)``."""
     what, value = classify_weights(weights, registry, f"one of {sorted(registry)}, a path to a checkpoint file, or {RANDOM!r}")
     if what == "random":
         return None, "random init", None
