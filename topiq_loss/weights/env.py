@@ -12,11 +12,8 @@ _T = TypeVar("_T")
 
 
 def env_value(name: str, parse: Callable[[str], _T], error: type[Exception] = ValueError) -> _T | None:
-    """The variable ``name`` parsed by ``parse``; None when unset or blank.
-
-    ``parse`` raises ValueError("must be ...; got ..."), re-raised as ``error`` reading
-    "environment variable NAME must be ...; got ...".
-    """
+    """The variable ``name`` parsed by ``parse`` (None when unset or blank); ``parse``'s ValueError("must be ...;
+    got ...") comes back as ``error``("environment variable NAME must be ...; got ...")."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return None
