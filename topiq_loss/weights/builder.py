@@ -1,10 +1,4 @@
-"""A frozen TOPIQ network from a ``weights=`` choice: a registry name, a file, or random.
-
-One function, :func:`build_network`. The kind (``"fr"``, ``"nr"``, ``"iaa"``) comes from
-the registry entry or from the checkpoint's tensors, and a ``kind=`` given as well is
-checked against it. The entry stays on the network (:func:`weights_entry`), as timm keeps
-``pretrained_cfg`` on its models.
-"""
+"""A frozen TOPIQ network from a ``weights=`` choice, its registry entry held on it as timm's ``pretrained_cfg``."""
 
 from __future__ import annotations
 
@@ -21,32 +15,21 @@ from .._errors import WeightsKindError
 from ..models.cfanet_fr import CFANetFR
 from ..models.cfanet_nr import CFANetNR
 from ..models.seeded_init import seeded_init
-from .checkpoint import LAYOUTS
-from .hub import checkpoint_layout, load_state_dict_checked, resolve_weights
-from .registry import (
-    BUILD_BY_LAYOUT,
-    DEFAULT_WEIGHTS_BY_KIND,
-    KINDS,
-    LAYOUT_KINDS,
-    RANDOM,
-    REGISTRY,
-    WeightsEntry,
-    check_kind,
-)
+from .checkpoint import LAYOUTS, checkpoint_layout, load_state_dict_checked
+from .hub import resolve_weights
+from .registry import BUILD_BY_LAYOUT, DEFAULT_WEIGHTS_BY_KIND, LAYOUT_KINDS, RANDOM, REGISTRY, WeightsEntry, as_kinds
 
 __all__ = ["DEFAULT", "build_network", "weights_entry"]
 
-#: ``weights=`` left out: the default weights of the kind (``"kadid"`` for ``"fr"`` and no
-#: kind, ``"koniq"``, ``"ava"``). ``None`` means random weights. A file named ``default`` is
-#: reached as ``./default``.
+#: ``weights=`` left out: the default weights of the (first) kind. A file named ``default`` is ``./default``.
 DEFAULT = "default"
 _ATTRIBUTE = "weights_entry"
 Weights = str | os.PathLike[str] | None
+_Dir = str | os.PathLike[str] | None
 
 
 def weights_entry(net: nn.Module) -> WeightsEntry | None:
-    """The registry entry of the weights ``net`` was built with; None for random weights or
-    a file of no official name."""
+    """The registry entry of the weights ``net`` was built with; None for random weights or an unofficial file."""
     entry = getattr(net, _ATTRIBUTE, None)
     return entry if isinstance(entry, WeightsEntry) else None
 
@@ -54,47 +37,26 @@ def weights_entry(net: nn.Module) -> WeightsEntry | None:
 # A kind given by keyword says which class comes back (TOPIQLoss relies on it).
 @overload
 def build_network(
-    weights: Weights = ..., *, kind: Literal["fr"], cache_dir: str | os.PathLike[str] | None = ..., progress: bool = ...
+    weights: Weights = ..., *, kind: Literal["fr"], cache_dir: _Dir = ..., progress: bool = ...
 ) -> CFANetFR: ...
 @overload
 def build_network(
-    weights: Weights = ..., *, kind: Literal["nr", "iaa"], cache_dir: str | os.PathLike[str] | None = ...,
-    progress: bool = ...,
+    weights: Weights = ..., *, kind: Literal["nr", "iaa"], cache_dir: _Dir = ..., progress: bool = ...
 ) -> CFANetNR: ...
 @overload
 def build_network(
-    weights: Weights = ..., kind: str | Sequence[str] | None = ..., *, cache_dir: str | os.PathLike[str] | None = ...,
-    progress: bool = ...,
+    weights: Weights = ..., kind: str | Sequence[str] | None = ..., *, cache_dir: _Dir = ..., progress: bool = ...
 ) -> CFANetFR | CFANetNR: ...
 def build_network(
-    weights: Weights = DEFAULT,
-    kind: str | Sequence[str] | None = None,
-    *,
-    cache_dir: str | os.PathLike[str] | None = None,
-    progress: bool = True,
+    weights: Weights = DEFAULT, kind: str | Sequence[str] | None = None, *, cache_dir: _Dir = None, progress: bool = True
 ) -> CFANetFR | CFANetNR:
-    """A frozen network in eval mode with ``weights`` loaded (CFANetFR, or CFANetNR for
-    ``"nr"`` and ``"iaa"``), its registry entry on :func:`weights_entry`.
+    """A frozen network in eval mode (CFANetFR, or CFANetNR for ``"nr"`` and ``"iaa"``) with ``weights`` loaded.
 
-    Args:
-        weights: a registry name (:func:`~topiq_loss.list_weights`; the entry gives the
-            kind), a checkpoint path (its tensors give the kind), ``"random"`` or ``None``
-            (random weights, tests only; warns), or :data:`DEFAULT`: the kind's default.
-        kind: ``"fr"``, ``"nr"``, ``"iaa"``, several (the first gives the default and
-            random weights; ``TOPIQNRLoss`` takes ``("nr", "iaa")``), or None: any
-            (``"fr"`` for random weights).
-        cache_dir: this library's weights cache (default torch.hub's).
-        progress: show a download progress bar.
-
-    Raises:
-        WeightsKindError: (a ``ValueError`` and a ``WeightsError``) weights of another
-            kind; for a registry name, before anything is downloaded.
-        ValueError: ``kind`` or the registry name is unknown.
-        WeightsError: the weights cannot be downloaded, verified or loaded.
+    ``weights``: a registry name, a checkpoint path, ``"random"`` / ``None`` (tests only; warns) or :data:`DEFAULT`;
+    ``kind``: one, several (the first gives the default and random weights) or None (any). Weights of another kind
+    raise WeightsKindError (for a name, before any download).
     """
-    kinds = KINDS if kind is None else tuple(check_kind(k) for k in ((kind,) if isinstance(kind, str) else kind))
-    if not kinds:
-        raise ValueError(f"`kind` must be one of {KINDS}, several of them, or None; got {kind!r}")
+    kinds = as_kinds(kind)
     first = kinds[0]
     if isinstance(weights, str) and weights == DEFAULT:
         weights = DEFAULT_WEIGHTS_BY_KIND[first]
@@ -117,17 +79,12 @@ def build_network(
             )
         # A file builds the network its tensors describe (its kind and backbone).
         build = entry.build if entry is not None else BUILD_BY_LAYOUT[layout or first]
-        # Under torch.device("meta") (deferred init of a large model), the loss's network
-        # would hold no values that to_empty() could bring back: build it for real.
+        # Under torch.device("meta") (deferred init), no values that to_empty() could bring back: build it for real.
         with torch.device("cpu") if torch.empty(0).device.type == "meta" else contextlib.nullcontext():
             net = build()
     if state is None:
-        warnings.warn(
-            "TOPIQ network built with weights='random': RANDOM weights, scores are meaningless. "
-            "Use this for tests only.",
-            UserWarning,
-            stacklevel=2,
-        )
+        warnings.warn("TOPIQ network built with weights='random': RANDOM weights, scores are meaningless. "
+                      "Use this for tests only.", UserWarning, stacklevel=2)
     else:
         load_state_dict_checked(net, state, source)
     setattr(net, _ATTRIBUTE, entry)

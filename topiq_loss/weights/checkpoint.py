@@ -16,35 +16,10 @@ from .registry import WeightsError
 
 __all__ = ["LAYOUTS", "MAX_CHECKPOINT_BYTES", "checkpoint_layout", "load_state_dict_checked", "read_state_dict"]
 
-
-def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Tensors of a checkpoint file: its ``params`` dict, or the file's own dict.
-
-    Read by :func:`topiq_loss.weights.reader.read_weights_file`, the reader of every
-    weights file: pickled code is refused, every tensor is checked (finite, dense,
-    floating point but for Swin's relative position indices, BatchNorm variances >= 0).
-
-    Raises:
-        FileNotFoundError: no such file (a :class:`WeightsError` too).
-        WeightsError: empty, unreadable, refused, not a dict of tensors, or a tensor
-            no trained CFANet can hold; the message names the file and the key.
-    """
-    # Looked up at call time, so the limit can be lowered (tests do).
-    return read_weights_file(path, "a trained CFANet", max_bytes=MAX_CHECKPOINT_BYTES)
-
-
-#: Sum of a checkpoint's record sizes above which it is refused before loading (the
-#: largest official CFANet file, the Swin-B aesthetics model, holds about 484 MiB of tensors).
+#: Sum of a checkpoint's record sizes above which it is refused before loading.
 MAX_CHECKPOINT_BYTES = MAX_WEIGHTS_BYTES
 
-
-def _first(names: list[str], n: int = 5) -> str:
-    more = f", ... ({len(names) - n} more)" if len(names) > n else ""
-    return ", ".join(names[:n]) + more
-
-
-#: Checkpoint layouts, told apart by their tensors (the kind of each:
-#: :data:`~topiq_loss.weights.registry.LAYOUT_KINDS`).
+#: Checkpoint layouts, told apart by their tensors (the kind of each: ``registry.LAYOUT_KINDS``).
 LAYOUTS = {
     "fr": "CFANet-FR (full-reference TOPIQ-FR: use TOPIQLoss)",
     "nr": "CFANet-NR quality (no-reference TOPIQ-NR: use TOPIQNRLoss)",
@@ -57,10 +32,15 @@ LAYOUTS = {
 _SWIN_KEY = "semantic_model.layers.0.blocks.0.attn.qkv.weight"
 
 
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file (its ``params`` dict, or its own), read and checked by ``read_weights_file``."""
+    # The limit is looked up at call time, so it can be lowered (tests do).
+    return read_weights_file(path, "a trained CFANet", max_bytes=MAX_CHECKPOINT_BYTES)
+
+
 def checkpoint_layout(state: Mapping[str, torch.Tensor]) -> str | None:
-    """``"fr"``, ``"nr"``, ``"iaa"``, ``"nr_swin"`` or ``"iaa_swin"`` from a state dict's
-    tensors; None if none fits. Aesthetics is told by the position embedding's width
-    (``h_emb`` (1, 256, 32, 1): token width 512), Swin by its blocks' keys."""
+    """The key of :data:`LAYOUTS` a state dict's tensors fit, or None. Aesthetics is told by the position
+    embedding's width (``h_emb`` (1, 256, 32, 1): token width 512), Swin by its blocks' keys."""
     emb = state.get("h_emb")
     if "weight_pool.0.0.weight" in state:
         return "fr"
@@ -70,27 +50,22 @@ def checkpoint_layout(state: Mapping[str, torch.Tensor]) -> str | None:
     return None
 
 
+def _first(names: list[str], n: int) -> str:
+    return ", ".join(names[:n]) + (f", ... ({len(names) - n} more)" if len(names) > n else "")
+
+
 def load_state_dict_checked(net: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
     """``net.load_state_dict(state, strict=True)`` with one readable error on mismatch."""
     own = net.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-        for k in own
-        if k in state and state[k].shape != own[k].shape
-    ]
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in state and state[k].shape != own[k].shape]
     if missing or unexpected or shapes:
         want, got = checkpoint_layout(own), checkpoint_layout(state)
         if want is not None and got is not None and want != got:
             raise WeightsError(f"{source} is a {LAYOUTS[got]} checkpoint, not a {LAYOUTS[want]} one")
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys ({_first(missing)})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys ({_first(unexpected)})")
-        if shapes:
-            parts.append(f"{len(shapes)} shape mismatches ({_first(shapes, 3)})")
+        found = (("missing keys", missing, 5), ("unexpected keys", unexpected, 5), ("shape mismatches", shapes, 3))
+        parts = [f"{len(keys)} {what} ({_first(keys, n)})" for what, keys, n in found if keys]
         kind = LAYOUTS[want].split(" (")[0] if want is not None else type(net).__name__
         backbone = "Swin-B" if want is not None and want.endswith("_swin") else "ResNet50"
         raise WeightsError(f"{source} is not a {kind} (TOPIQ, {backbone}) checkpoint: " + "; ".join(parts))

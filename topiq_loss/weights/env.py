@@ -12,13 +12,8 @@ _T = TypeVar("_T")
 
 
 def env_value(name: str, parse: Callable[[str], _T], error: type[Exception] = ValueError) -> _T | None:
-    """The environment variable ``name`` parsed by ``parse``; None when unset or blank.
-
-    ``parse`` gets the value without surrounding blanks and raises ``ValueError`` with
-    a phrase that says what was expected and what came (``"must be ...; got ..."``);
-    that phrase comes back as ``error`` behind the variable's name, so every message
-    reads "environment variable NAME must be ...; got ...".
-    """
+    """The variable ``name`` parsed by ``parse`` (None when unset or blank); ``parse``'s ValueError("must be ...;
+    got ...") comes back as ``error``("environment variable NAME must be ...; got ...")."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return None

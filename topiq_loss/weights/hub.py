@@ -1,13 +1,5 @@
-"""Where ``weights=`` leads: the caches a user has, then a mirror, the Hub and the release.
-
-Before any request: this library's cache (``<torch hub dir>/checkpoints``), pyiqa's
-(``<torch hub dir>/pyiqa``), the Hugging Face Hub cache. Then ``$TOPIQ_LOSS_MIRROR`` and the
-GitHub release (``torch.hub.download_url_to_file`` under a file lock) and the Hub
-(``huggingface_hub.hf_hub_download``: ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, ``HF_HOME``, tokens,
-proxies). Any file's sha256 must equal a pin (``TOPIQ_LOSS_PINS``, the entry's ``sha256``), or
-else start with its name's prefix and, in the Hub cache, equal the digest the Hub announced
-(its blob's name, which ``hf_hub_download`` never compares with the content).
-"""
+"""Where ``weights=`` leads: the caches a user has (ours, pyiqa's, the Hub's), then ``$TOPIQ_LOSS_MIRROR``, the
+Hub (``hf_hub_download``) and the GitHub release (``torch.hub``); every file checked (docs/weights.md)."""
 
 from __future__ import annotations
 
@@ -20,6 +12,7 @@ import socket
 import urllib.parse
 import warnings
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -94,8 +87,7 @@ def pinned(entry: WeightsEntry) -> tuple[str | None, str]:
 
 
 def digest_problem(digest: str, entry: WeightsEntry, announced: str | None = None) -> str | None:
-    """Why a file of sha256 ``digest`` is not ``entry``'s (None if it is): a pin outranks
-    everything; else the name's prefix, and the digest the Hub ``announced`` if any."""
+    """Why a file of sha256 ``digest`` is not ``entry``'s, or None: a pin outranks its prefix and the Hub's digest."""
     full, source = pinned(entry)
     if full is not None:
         return None if digest == full else f"sha256 {digest} differs from the one pinned in {source} ({full})"
@@ -122,12 +114,12 @@ def verify(path: str | os.PathLike[str], entry: WeightsEntry) -> str:
 def _problem(path: Path, entry: WeightsEntry) -> str | None:
     """:func:`verify`'s verdict as a phrase, remembered while the file is unchanged."""
     st = path.stat()
-    if _checked.get(str(path)) == (st.st_size, st.st_mtime_ns):
+    if _checked.get(str(path)) == (stamp := (st.st_size, st.st_mtime_ns)):
         return None
     if st.st_size > entry.max_bytes:
         return f"{st.st_size} bytes, more than the {entry.max_bytes} expected at most"
     if (problem := digest_problem(sha256_file(path), entry, _announced(path))) is None:
-        _checked[str(path)] = (st.st_size, st.st_mtime_ns)
+        _checked[str(path)] = stamp
     return problem
 
 
@@ -143,8 +135,8 @@ def _from_caches(entry: WeightsEntry, folder: Path) -> Path | None:
     def passes(path: Path, discard: Callable[[Path], None] | None) -> bool:
         if not path.is_file() or (problem := _problem(path, entry)) is None:
             return path.is_file()
-        action = "removed" if discard else "skipped"
-        warnings.warn(f"Cached TOPIQ weights {path} were refused ({problem}); {action}.", RuntimeWarning, stacklevel=4)
+        warnings.warn(f"Cached TOPIQ weights {path} were refused ({problem}); {'removed' if discard else 'skipped'}.",
+                      RuntimeWarning, stacklevel=4)
         if discard is not None:
             discard(path)
         return False
@@ -196,8 +188,7 @@ def _from_url(url: str, entry: WeightsEntry, folder: Path, progress: bool, timeo
     except filelock.Timeout:
         raise WeightsError(f"gave up after {LOCK_TIMEOUT_S:.0f} s waiting for the lock file {dest}.lock; "
                            f"if no download is running, delete it") from None
-    st = dest.stat()
-    _checked[str(dest)] = (st.st_size, st.st_mtime_ns)
+    _checked[str(dest)] = _checked.pop(str(tmp))  # os.replace keeps the size and mtime the check saw
     if pinned(entry)[0] is None:
         logger.warning("%s came from %s: only the 8-hex prefix of its name was checked; `topiq-loss weights verify "
                        "%s` prints its line for a %s file", entry.filename, redact(url), dest, PINS_ENV)
@@ -212,16 +203,9 @@ def _reason(exc: BaseException) -> str:
 def download_weights(
     name: str | WeightsEntry, cache_dir: str | os.PathLike[str] | None = None, progress: bool = True
 ) -> Path:
-    """Path of the checked file of ``name`` (a registry name or a :class:`WeightsEntry`,
-    whose file name gives its sources): from a cache, or downloaded (see the module).
+    """Path of the checked file of ``name`` (a registry name or a :class:`WeightsEntry`), cached or downloaded.
 
-    ``cache_dir`` is this library's cache (default :func:`default_cache_dir`), where files
-    from plain URLs go; the Hub's go to its own cache. ``progress``: torch.hub's progress
-    bar (the Hub's follows ``HF_HUB_DISABLE_PROGRESS_BARS``).
-
-    Raises:
-        WeightsError: no source gave an acceptable file (the message names the file, its
-            sources, the caches and the ways out), or the pins file or mirror is malformed.
+    Plain URLs download into ``cache_dir`` (default :func:`default_cache_dir`), the Hub into its own cache.
     """
     entry = name if isinstance(name, WeightsEntry) else get_weights_entry(name, REGISTRY)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -233,12 +217,9 @@ def download_weights(
 
     offline, timeout = bool(constants.HF_HUB_OFFLINE), float(constants.HF_HUB_DOWNLOAD_TIMEOUT)
     release, hub = f"{entry.release}/{entry.filename}", hf_hub_url(entry.hub_repo, entry.filename)
-    sources: list[tuple[str, Callable[[], Path]]] = [
-        (f"{hub} (huggingface_hub)", lambda: _from_hub(entry)),
-        (release, lambda: _from_url(release, entry, folder, progress, timeout)),
-    ]
-    if mirror is not None:
-        sources.insert(0, (redact(mirror), lambda: _from_url(mirror, entry, folder, progress, timeout)))
+    from_url = partial(_from_url, entry=entry, folder=folder, progress=progress, timeout=timeout)
+    sources: list[tuple[str, Callable[[], Path]]] = [(redact(mirror), partial(from_url, mirror))] if mirror else []
+    sources += [(f"{hub} (huggingface_hub)", partial(_from_hub, entry)), (release, partial(from_url, release))]
     failures = []
     for where, fetch in [] if offline else sources:
         try:
@@ -284,9 +265,8 @@ def _mirror_base(base: str) -> urllib.parse.SplitResult:
 def redact(url: str) -> str:
     """``url`` without credentials: no ``user:pass@``, query values replaced by ``***``.
 
-    Example:
-        >>> redact("https://alice:s3cret@mirror.example/w/f.pth?token=abc&x=1")
-        'https://mirror.example/w/f.pth?token=***&x=***'
+    >>> redact("https://alice:s3cret@mirror.example/w/f.pth?token=abc&x=1")
+    'https://mirror.example/w/f.pth?token=***&x=***'
     """
     try:
         parts = urllib.parse.urlsplit(url)
@@ -299,20 +279,11 @@ def redact(url: str) -> str:
 
 
 def resolve_weights(
-    weights: str | os.PathLike[str] | None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    progress: bool = True,
+    weights: str | os.PathLike[str] | None, cache_dir: str | os.PathLike[str] | None = None, progress: bool = True,
     registry: Mapping[str, WeightsEntry] = REGISTRY,
 ) -> tuple[dict[str, torch.Tensor] | None, str, WeightsEntry | None]:
-    """State dict, description and registry entry of a ``weights=``: a name of ``registry``
-    (downloaded), a path (one named like an official file is checked like it, and brings
-    its entry if in ``registry``), or ``"random"`` / ``None``: ``(None, "random init", None)``.
-
-    Raises:
-        WeightsArgumentError, WeightsFileNotFoundError, TypeError: see
-            :func:`~topiq_loss.weights.reader.classify_weights`.
-        WeightsError: the file or download is refused.
-    """
+    """State dict, description and entry of a ``weights=``: a name of ``registry`` (downloaded), a path (one named
+    like an official file is checked like it), or random: ``(None, "random init", None)``."""
     what, value = classify_weights(weights, registry, f"one of {sorted(registry)}, a path to a checkpoint file, or {RANDOM!r}")
     if what == "random":
         return None, "random init", None

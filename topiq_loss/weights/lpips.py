@@ -1,9 +1,5 @@
-"""Where the LPIPS network's weights come from, read by the one weights reader.
-
-Backbones: torchvision's ImageNet AlexNet / VGG16 ``features``, fetched through
-torchvision's own weights API and cache. Linear layers (v0.1): the files shipped in
-the ``lpips`` package (BSD-2), read from its install folder without importing it.
-"""
+"""LPIPS weights, read by the one weights reader: torchvision's ImageNet AlexNet / VGG16 backbones (its own
+weights API and cache) and the v0.1 linear layers shipped in the ``lpips`` package (BSD-2), not imported."""
 
 from __future__ import annotations
 
@@ -25,15 +21,9 @@ from .registry import RANDOM
 
 __all__ = ["LPIPSNetwork", "build_lpips_network", "load_lpips_state", "lpips_network_from_module", "lpips_package_lins"]
 
-_TORCHVISION_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
 _FITS = "a trained LPIPS network"
 #: The package whose data holds the linear layers (a module-level name so tests can hide it).
 LPIPS_PACKAGE = "lpips"
-
-
-def _lin_index(key: str) -> int | None:
-    m = re.fullmatch(r"lins?\.?(\d)\.(?:model\.\d\.)?weight", key)
-    return int(m.group(1)) if m else None
 
 
 def load_lpips_state(network: LPIPSNetwork, state: Mapping[str, torch.Tensor], source: str) -> None:
@@ -41,22 +31,19 @@ def load_lpips_state(network: LPIPSNetwork, state: Mapping[str, torch.Tensor], s
     also pyiqa's) or this network's own; raises :class:`WeightsError` naming what is missing."""
     mapped: dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        lin = _lin_index(key)
-        m = re.fullmatch(r"net\.slice\d\.(\d+)\.(weight|bias)", key)
-        if lin is not None:
-            mapped[f"lins.{lin}.weight"] = value
-        elif m:
+        if lin := re.fullmatch(r"lins?\.?(\d)\.(?:model\.\d\.)?weight", key):
+            mapped[f"lins.{lin.group(1)}.weight"] = value
+        elif m := re.fullmatch(r"net\.slice\d\.(\d+)\.(weight|bias)", key):
             mapped[f"features.{m.group(1)}.{m.group(2)}"] = value
         elif key.startswith(("features.", "shift", "scale")):
             mapped[key] = value
     own = network.state_dict()
     missing = sorted(k for k in own if k not in mapped and k not in ("shift", "scale"))
-    wrong = [f"{k} {tuple(mapped[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in mapped and mapped[k].shape != own[k].shape]
+    wrong = [f"{k} {tuple(mapped[k].shape)} vs {tuple(own[k].shape)}" for k in own
+             if k in mapped and mapped[k].shape != own[k].shape]
     if missing or wrong:
-        raise WeightsError(
-            f"{source} is not an LPIPS-{network.net_name} state dict: "
-            + "; ".join(p for p in (f"missing {missing[:4]}" if missing else "", f"shapes {wrong[:3]}" if wrong else "") if p)
-        )
+        parts = ([f"missing {missing[:4]}"] if missing else []) + ([f"shapes {wrong[:3]}"] if wrong else [])
+        raise WeightsError(f"{source} is not an LPIPS-{network.net_name} state dict: " + "; ".join(parts))
     network.load_state_dict({k: v for k, v in mapped.items() if k in own}, strict=False)
 
 
@@ -65,10 +52,9 @@ def lpips_package_lins(net: str) -> Path:
     spec = importlib.util.find_spec(LPIPS_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise WeightsError(
-            f"the LPIPS linear layers (lpips/weights/v0.1/{net}.pth) ship with the `lpips` package, "
-            f"which is not installed: `pip install lpips` (or `pip install topiq-loss[lpips]`), or pass "
-            f"weights='/path/to/lpips_{net}_state.pth' (a saved lpips.LPIPS state dict), or build with "
-            f"LPIPSPlusLoss.from_lpips(lpips_module)"
+            f"the LPIPS linear layers (lpips/weights/v0.1/{net}.pth) ship with the `lpips` package, which is not "
+            f"installed: `pip install lpips` (or `pip install topiq-loss[lpips]`), or pass weights='/path/to/lpips_"
+            f"{net}_state.pth' (a saved lpips.LPIPS state dict), or build with LPIPSPlusLoss.from_lpips(lpips_module)"
         )
     path = Path(list(spec.submodule_search_locations)[0]) / "weights" / "v0.1" / f"{net}.pth"
     if not path.is_file():
@@ -76,77 +62,56 @@ def lpips_package_lins(net: str) -> Path:
     return path
 
 
-def _torchvision_backbone(net: str, progress: bool) -> dict[str, Any]:
+def _torchvision_backbone(net: str, progress: bool) -> dict[str, torch.Tensor]:
     import torchvision.models as tvm
 
     enum = tvm.AlexNet_Weights.IMAGENET1K_V1 if net == "alex" else tvm.VGG16_Weights.IMAGENET1K_V1
+    file = enum.url.rsplit("/", 1)[-1]
     try:
         state: dict[str, Any] = enum.get_state_dict(progress=progress)
     except Exception as exc:  # torchvision's download raises URLError, OSError, RuntimeError...
-        cache = Path(torch.hub.get_dir()) / "checkpoints"
         raise WeightsError(
             f"could not get torchvision's ImageNet {'AlexNet' if net == 'alex' else 'VGG16'} weights "
-            f"({type(exc).__name__}: {exc}). LPIPS-{net} needs two files: {_TORCHVISION_FILES[net]} "
-            f"(backbone, {enum.url}) and lpips/weights/v0.1/{net}.pth (linear layers, in the `lpips` "
-            f"package). Offline: place {_TORCHVISION_FILES[net]} in {cache}, or pass "
-            f"weights='/path/to/lpips_{net}_state.pth' (torch.save(lpips.LPIPS(net={net!r}).state_dict(), "
-            f"path) on a connected machine), or build with LPIPSPlusLoss.from_lpips(lpips_module)"
+            f"({type(exc).__name__}: {exc}). LPIPS-{net} needs two files: {file} (backbone, {enum.url}) and "
+            f"lpips/weights/v0.1/{net}.pth (linear layers, in the `lpips` package). Offline: place {file} in "
+            f"{Path(torch.hub.get_dir()) / 'checkpoints'}, or pass weights='/path/to/lpips_{net}_state.pth' "
+            f"(torch.save(lpips.LPIPS(net={net!r}).state_dict(), path) on a connected machine), or build with "
+            f"LPIPSPlusLoss.from_lpips(lpips_module)"
         ) from exc
-    return {k: v for k, v in state.items() if k.startswith("features.")}
+    features = {k: v for k, v in state.items() if k.startswith("features.")}
+    return check_tensors(features, f"torchvision's {file} (in its hub cache)", _FITS)
 
 
 def build_lpips_network(
     net: str = "alex", weights: str | os.PathLike[str] | None = "default", progress: bool = True
 ) -> LPIPSNetwork:
-    """A frozen :class:`LPIPSNetwork` in eval mode.
+    """A frozen :class:`LPIPSNetwork` (``net``: ``"alex"`` or ``"vgg"``) in eval mode.
 
-    Args:
-        net: ``"alex"`` or ``"vgg"``.
-        weights: ``"default"`` (torchvision's ImageNet backbone + the ``lpips`` package's
-            v0.1 linear layers), a path to a saved ``lpips.LPIPS`` state dict (backbone and
-            linear layers), or ``"random"`` / ``None`` (random backbone and non-negative
-            random linear layers, seeded from ``net``: tests only; warns).
-        progress: torchvision's download progress bar.
-
-    Raises:
-        WeightsError: ``lpips`` is not installed, the backbone cannot be downloaded, or
-            a file (or torchvision's tensors) is not a valid LPIPS state dict of ``net``:
-            every file is read by :func:`~topiq_loss.weights.reader.read_weights_file`.
-            :class:`~topiq_loss.weights.registry.WeightsArgumentError` (a ValueError) for an
-            empty string, a folder or an unknown name;
-            :class:`~topiq_loss.weights.registry.WeightsFileNotFoundError` for a missing file.
+    ``weights``: ``"default"`` (torchvision's backbone + the ``lpips`` package's linear layers), a saved
+    ``lpips.LPIPS`` state dict, or ``"random"`` / ``None`` (seeded from ``net``; tests only, warns).
+    Raises WeightsError (``lpips`` missing, no download, a bad state dict), or what ``classify_weights`` raises.
     """
     expected = f"'default', {RANDOM!r} (or None) or an existing file (a saved lpips.LPIPS state dict)"
     what, value = classify_weights(weights, ("default",), expected)
     network = LPIPSNetwork(net)
     if what == "random":
-        warnings.warn(
-            f"LPIPS-{net} built with weights={RANDOM!r}: RANDOM backbone and linear layers, distances are "
-            f"meaningless. Use this for tests only.",
-            UserWarning,
-            stacklevel=3,
-        )
+        warnings.warn(f"LPIPS-{net} built with weights={RANDOM!r}: RANDOM backbone and linear layers, distances "
+                      f"are meaningless. Use this for tests only.", UserWarning, stacklevel=3)
         with torch.no_grad():
             for w in network.lin_weights():
                 w.abs_()  # trained LPIPS layers are non-negative: keep distances >= 0
     elif what == "name":
         lins = lpips_package_lins(net)  # first: no download when the package is missing
         state = read_weights_file(lins, _FITS, source=f"the lpips package's linear-layer file {lins}")
-        tv = _TORCHVISION_FILES[net]
-        state.update(check_tensors(_torchvision_backbone(net, progress), f"torchvision's {tv} (in its hub cache)", _FITS))
+        state.update(_torchvision_backbone(net, progress))
         load_lpips_state(network, state, f"torchvision {net} + {lins}")
     else:
-        path = Path(str(value))
-        load_lpips_state(network, read_weights_file(path, _FITS), str(path))
+        load_lpips_state(network, read_weights_file(Path(str(value)), _FITS), str(value))
     return network.requires_grad_(False).eval()
 
 
 def lpips_network_from_module(module: nn.Module) -> LPIPSNetwork:
-    """A frozen copy of an ``lpips.LPIPS`` (or pyiqa ``LPIPS``) module's weights.
-
-    The module must use LPIPS v0.1 with its linear layers (``lpips=True``) on an
-    ``"alex"`` or ``"vgg"`` trunk; its weights are copied, the module is not kept.
-    """
+    """A frozen copy of the weights of an ``lpips.LPIPS`` (or pyiqa ``LPIPS``) v0.1 module on an alex or vgg trunk."""
     if not isinstance(module, nn.Module):
         raise TypeError(f"`module` must be an lpips.LPIPS module; got {type(module).__name__}")
     kind = getattr(module, "pnet_type", None)

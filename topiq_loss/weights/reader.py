@@ -1,13 +1,5 @@
-"""Weights files: what a ``weights=`` value is, and the one reader of every file of tensors.
-
-Every network the package builds gets its tensors through here: TOPIQ checkpoints,
-LPIPS state dicts given as paths, the ``lpips`` package's linear-layer files, and (via
-:func:`check_tensors`) tensors that come from elsewhere, such as torchvision's backbone
-or an ``lpips.LPIPS`` module. So the checks below (no pickled code, no decompression
-bomb, a dict of named tensors, finite values, possible BatchNorm statistics, integers
-only in Swin's relative position indices) hold for all of them alike, and a bad file is
-a :class:`~topiq_loss.WeightsError` naming it.
-"""
+"""Weights files: what a ``weights=`` value is, and the one reader of every file of tensors (TOPIQ and LPIPS
+alike; :func:`check_tensors` for tensors from elsewhere). A bad file is a WeightsError naming it."""
 
 from __future__ import annotations
 
@@ -24,9 +16,8 @@ from .registry import WeightsArgumentError, WeightsError, WeightsFileNotFoundErr
 
 __all__ = ["MAX_WEIGHTS_BYTES", "check_tensors", "classify_weights", "read_weights_file"]
 
-#: Sum of a file's record sizes above which it is refused before loading (the largest
-#: official CFANet file, the Swin-B aesthetics model, holds about 484 MiB of tensors; an
-#: LPIPS-VGG state dict 60 MiB).
+#: Sum of a file's record sizes above which it is refused before loading (the largest official file, the
+#: Swin-B aesthetics model, holds about 484 MiB of tensors; an LPIPS-VGG state dict 60 MiB).
 MAX_WEIGHTS_BYTES = 640 * 2**20
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -34,20 +25,9 @@ _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 def classify_weights(
     weights: object, names: Collection[str], expected: str
 ) -> tuple[Literal["random", "name", "file"], str | Path | None]:
-    """What a ``weights=`` value is: ``("random", None)``, ``("name", name)`` or ``("file", path)``.
-
-    Args:
-        weights: the value as given.
-        names: the names it may take (a registry's, or ``("default",)``).
-        expected: the phrase of the errors: what ``weights`` may be.
-
-    Raises:
-        WeightsArgumentError: (a ValueError) an empty string, a folder, something
-            that is not a regular file, or a bare word that is no name.
-        WeightsFileNotFoundError: (a FileNotFoundError) no file at that path.
-        TypeError: neither a string, a path nor a spelling of random weights.
-    """
-    if is_random(weights):  # the one reading of "random" / None (weights.is_random)
+    """What ``weights`` is: ``("random", None)``, ``("name", one of names)`` or ``("file", path)``; the errors
+    (WeightsArgumentError, WeightsFileNotFoundError, TypeError) say it must be ``expected``."""
+    if is_random(weights):
         return "random", None
     if isinstance(weights, str) and weights in names:
         return "name", weights
@@ -62,10 +42,10 @@ def classify_weights(
     if "://" in text:
         # Path() would fold "https://host/f.pth" into "https:/host/f.pth" and report it missing.
         raise WeightsArgumentError(
-            f"`weights` got the URL {text!r}, but URLs are not paths: `weights` must be {expected}. "
-            f"Download the file and pass its path; for the official TOPIQ files, set TOPIQ_LOSS_MIRROR "
-            f"to a base URL serving their file names instead (they are then downloaded into the "
-            f"weights cache: torch.hub's checkpoints folder, or `cache_dir=`)"
+            f"`weights` got the URL {text!r}, but URLs are not paths: `weights` must be {expected}. Download the "
+            f"file and pass its path; for the official TOPIQ files, set TOPIQ_LOSS_MIRROR to a base URL serving their "
+            f"file names instead (they are then downloaded into the weights cache: torch.hub's checkpoints folder, "
+            f"or `cache_dir=`)"
         )
     path = Path(text)
     if path.is_file():
@@ -80,28 +60,10 @@ def classify_weights(
 
 
 def read_weights_file(
-    path: str | os.PathLike[str],
-    fits: str,
-    source: str | None = None,
-    max_bytes: int | None = None,
+    path: str | os.PathLike[str], fits: str, source: str | None = None, max_bytes: int | None = None
 ) -> dict[str, torch.Tensor]:
-    """The tensors of a weights file: its ``params`` dict, or the file's own dict.
-
-    Loaded with ``weights_only=True`` onto the CPU, so pickled code never runs; then
-    checked by :func:`check_tensors`.
-
-    Args:
-        path: the file.
-        fits: what its tensors must be able to be, for the messages ("a trained CFANet").
-        source: how the messages name the file (default "`weights` file PATH").
-        max_bytes: record sizes summing past this are refused before loading
-            (default :data:`MAX_WEIGHTS_BYTES`).
-
-    Raises:
-        WeightsFileNotFoundError: no such file.
-        WeightsError: empty, too large, unreadable, refused, not a dict of tensors,
-            or a tensor that cannot be ``fits``; the message names the file (and key).
-    """
+    """The tensors of a weights file (its ``params`` dict, or its own), loaded with ``weights_only=True`` and
+    checked; ``fits`` ("a trained CFANet") and ``source`` (default "`weights` file PATH") word the errors."""
     path = Path(path)
     where = source if source is not None else f"`weights` file {path}"
     if not path.is_file():
@@ -122,54 +84,29 @@ def read_weights_file(
         obj = obj["params"]
     elif isinstance(obj, Mapping) and isinstance(obj.get("params_ema"), Mapping):
         # A BasicSR checkpoint saved with EMA only: which network was meant is the user's call.
-        raise WeightsError(
-            f"{where} holds 'params_ema' but no 'params': topiq_loss reads a plain state dict or its "
-            f"'params' entry. Save the weights you mean (here the 'params_ema' dict) as a file of "
-            f"their own, or under 'params'"
-        )
+        raise WeightsError(f"{where} holds 'params_ema' but no 'params': topiq_loss reads a plain state dict or its "
+                           f"'params' entry. Save the weights you mean (here the 'params_ema' dict) as a file of "
+                           f"their own, or under 'params'")
     if not isinstance(obj, Mapping) or not obj:
-        raise WeightsError(
-            f"{where} holds {type(obj).__name__}{' (empty)' if isinstance(obj, Mapping) else ''}, expected a "
-            f"state dict (a dict of tensors, or a dict with key 'params')"
-        )
+        raise WeightsError(f"{where} holds {type(obj).__name__}{' (empty)' if isinstance(obj, Mapping) else ''}, "
+                           f"expected a state dict (a dict of tensors, or a dict with key 'params')")
     return check_tensors(obj, where, fits)
 
 
 def check_tensors(state: Mapping[Any, Any], source: str, fits: str) -> dict[str, torch.Tensor]:
-    """``state`` as a dict, if every entry is a named, dense, finite floating-point tensor
-    and every ``running_var`` is >= 0. Integers are allowed in ``num_batches_tracked``
-    and in Swin's ``relative_position_index`` (a square table of indices >= 0), nowhere
-    else; a Swin ``attn_mask`` must be a float (windows, L, L) mask of 0 and -100. (The
-    network checks at load that these buffers are exactly the ones it computes.)
-
-    Raises:
-        WeightsError: naming ``source``, the first bad key and why it cannot be ``fits``.
-    """
-    bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
-    if bad:
+    """``state`` as a dict if every entry is a named, dense, finite float tensor (integers only in
+    ``num_batches_tracked`` and Swin's position indices), else a WeightsError naming ``source`` and the key."""
+    if bad := [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]:
         raise WeightsError(f"{source}: {len(bad)} entries are not named tensors, e.g. {bad[:3]}")
     tensors: dict[str, torch.Tensor] = dict(state)
     for key, value in tensors.items():
-        problem = _tensor_problem(key, value)
-        if problem is not None:
+        if (problem := _tensor_problem(key, value)) is not None:
             raise WeightsError(f"{source}: tensor {key!r} {problem}; it cannot be {fits}")
     return tensors
 
 
-def _index_problem(t: torch.Tensor) -> str | None:
-    """Why ``t`` cannot be a Swin relative position index (None if it can)."""
-    if t.dtype not in (torch.int64, torch.int32):
-        return f"has dtype {t.dtype} (a relative position index is int64)"
-    if t.dim() != 2 or t.shape[0] != t.shape[1]:
-        return f"has shape {tuple(t.shape)} (a relative position index is square, (L, L))"
-    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= 4 * t.shape[0]):
-        return f"holds indices outside [0, {4 * t.shape[0]}) (a relative position index of {t.shape[0]} tokens)"
-    return None
-
-
 def _check_record_sizes(path: Path, where: str, fits: str, limit: int) -> None:
-    """Refuse a zip file whose records would expand past ``limit`` before the loader
-    materialises them (a compressed bomb costs memory, not disk)."""
+    """Refuse a zip whose records would expand past ``limit`` (a compressed bomb costs memory, not disk)."""
     if not zipfile.is_zipfile(path):
         return  # legacy formats: the loader refuses or reads them
     try:
@@ -178,10 +115,8 @@ def _check_record_sizes(path: Path, where: str, fits: str, limit: int) -> None:
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise WeightsError(f"{where} is not a readable weights archive ({exc})") from None
     if total > limit:
-        raise WeightsError(
-            f"{where} would expand to {total} bytes of records, more than {fits} needs "
-            f"({limit} at most); refused before loading"
-        )
+        raise WeightsError(f"{where} would expand to {total} bytes of records, more than {fits} needs "
+                           f"({limit} at most); refused before loading")
 
 
 def _tensor_problem(key: str, t: torch.Tensor) -> str | None:
@@ -195,7 +130,13 @@ def _tensor_problem(key: str, t: torch.Tensor) -> str | None:
     if key.endswith("num_batches_tracked"):
         return None if t.dtype in (torch.int64, torch.int32) or t.is_floating_point() else f"has dtype {t.dtype}"
     if key.rsplit(".", 1)[-1] == "relative_position_index":
-        return _index_problem(t)
+        if t.dtype not in (torch.int64, torch.int32):
+            return f"has dtype {t.dtype} (a relative position index is int64)"
+        if t.dim() != 2 or t.shape[0] != t.shape[1]:
+            return f"has shape {tuple(t.shape)} (a relative position index is square, (L, L))"
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= 4 * t.shape[0]):
+            return f"holds indices outside [0, {4 * t.shape[0]}) (a relative position index of {t.shape[0]} tokens)"
+        return None
     if key.rsplit(".", 1)[-1] == "attn_mask" and t.dtype in _FLOAT_DTYPES:
         if t.dim() != 3 or t.shape[1] != t.shape[2]:
             return f"has shape {tuple(t.shape)} (a Swin attention mask is (windows, L, L))"
