@@ -22,7 +22,8 @@ from topiq_loss import LPIPSPlusLoss, SRLoss, TOPIQLoss, TOPIQNRLoss
 from topiq_loss.integrations import trainner_redux
 
 DTYPES = [torch.bfloat16, torch.float16]
-SHAPES = [(1, 3, 48, 48), (2, 3, 40, 56)]
+#: Two odd-sized samples: each one's error counts in the geometric mean.
+SHAPES = [(2, 3, 41, 56)]
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +61,18 @@ def _grad(loss_fn, pred, target, dtype=None):
 @pytest.fixture(scope="module")
 def references(losses):
     """name -> per case (pred, target, float64 input gradient)."""
-    out = {}
+    out: dict[str, list] = {}
+    done: dict[int, list] = {}  # the redux plug shares TOPIQLoss's float64 network: computed once
     for name, (_, loss64) in losses.items():
+        if id(loss64) in done:
+            out[name] = done[id(loss64)]
+            continue
         rows = []
         for i, (n, _, h, w) in enumerate(SHAPES):
             target = smooth_images(n, h, w, seed=70 + i)
             pred = distort(target, 80 + i, 0.08)
             rows.append((pred, target, _grad(loss64, pred.double(), target.double())[1]))
-        out[name] = rows
+        out[name] = done[id(loss64)] = rows
     return out
 
 
@@ -81,7 +86,7 @@ def test_input_gradient_meets_the_contract_under_autocast(losses, references, na
     for pred, target, want in references[name]:
         loss, g = _grad(loss_fn, pred, target, dtype)
         assert loss.dtype == torch.float32
-        errors.append(rel_error(g, want))
+        errors += [rel_error(g[i], want[i]) for i in range(g.shape[0])]
     assert geomean(errors) <= GEOMEAN_MAX and max(errors) <= CASE_MAX, errors
 
 
