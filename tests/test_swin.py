@@ -270,16 +270,23 @@ def test_backbone_stays_float32_under_autocast_unless_asked(tiny):
         assert torch.equal(ln(y), want_ln)
 
 
-def test_anchored_loss_is_exactly_zero_at_the_target_with_zero_gradient(tiny):
+@pytest.fixture(scope="module")
+def tiny_loss(tiny):
     from topiq_loss import TOPIQNRLoss
 
-    loss = TOPIQNRLoss(net=copy.deepcopy(tiny), resize=None)
-    x = smooth_images(2, 37, 53, seed=6)
+    return TOPIQNRLoss(net=copy.deepcopy(tiny), resize=None)
+
+
+@pytest.mark.parametrize(("n", "h", "w"), [(1, 32, 32), (2, 37, 53), (3, 33, 47), (4, 48, 33), (6, 96, 64), (5, 64, 96)])
+def test_anchored_loss_is_exactly_zero_at_the_target_with_zero_gradient(tiny_loss, n, h, w):
+    """32-96 px (the losses take H, W >= 32), batches 1-6; every image is resized to
+    384x384 inside the network."""
+    x = smooth_images(n, h, w, seed=6 + n)
     pred = x.clone().requires_grad_(True)
-    value = loss(pred, x.clone())
+    value = tiny_loss(pred, x.clone())
     (g,) = torch.autograd.grad(value, pred)
     assert value.item() == 0.0 and torch.count_nonzero(g) == 0
-    assert loss(x).item() != 0.0  # without a target: a score, not 0
+    assert tiny_loss(x).item() != 0.0  # without a target: a score, not 0
 
 
 def test_frozen_pickled_and_moved_networks_keep_their_buffers(tiny):
