@@ -125,6 +125,24 @@ def reference_net(seeded_state):
     return ref.eval()
 
 
+#: The official checkpoints' key lists; CI has ../shared beside the checkout.
+REFERENCE_KEYS = Path(__file__).resolve().parents[2] / "shared" / "reference"
+
+
+def official_keys(filename: str) -> dict[str, tuple[tuple[int, ...], str]]:
+    """``{key: (shape, dtype)}`` of ``../shared/reference/<filename>``; skips the test
+    where the file is absent (CI has it)."""
+    path = REFERENCE_KEYS / filename
+    if not path.is_file():
+        pytest.skip(f"{path} not found (CI has ../shared beside the checkout)")
+    keys = {}
+    for line in path.read_text().splitlines():
+        name, rest = line.split(" ", 1)
+        shape, dtype = rest.rsplit(" ", 1)
+        keys[name] = (tuple(int(v) for v in shape.strip("[]").split(",") if v.strip()), dtype)
+    return keys
+
+
 def smooth_images(n: int, h: int, w: int, seed: int) -> torch.Tensor:
     """Natural-ish test images: smooth colour fields plus fine texture, in [0, 1]."""
     g = torch.Generator().manual_seed(seed)

@@ -173,18 +173,9 @@ def test_state_dict_keys_match_official_list(shared_keys):
 
 @pytest.fixture(scope="module")
 def shared_keys():
-    from pathlib import Path
+    from conftest import official_keys
 
-    path = Path(__file__).parents[1].parent / "shared" / "reference" / "cfanet_fr_state_dict_keys.txt"
-    if not path.is_file():
-        pytest.skip(f"{path} not present (it lives in ../shared beside the checkout)")
-    keys = {}
-    for line in path.read_text().splitlines():
-        name, rest = line.split(" ", 1)
-        shape_txt, dtype = rest.rsplit(" ", 1)
-        keys[name] = [int(v) for v in shape_txt.strip("[]").split(",") if v.strip()]
-        keys[name] = (keys[name], dtype)
-    return keys
+    return {name: (list(shape), dtype) for name, (shape, dtype) in official_keys("cfanet_fr_state_dict_keys.txt").items()}
 
 
 def test_backbone_layout_options_keep_scores(net):

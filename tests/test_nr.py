@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from accuracy_cases import CASE_MAX, GEOMEAN_MAX, SCORE_TOL, geomean, rel_error
-from conftest import distort, smooth_images
+from conftest import distort, official_keys, smooth_images
 from pyiqa_oracle import build_reference_nr
 from seeded_weights import seeded_state_dict
 from weights_server import checkpoint_bytes
@@ -26,7 +26,6 @@ from topiq_loss import (
 from topiq_loss.functional.nr import resize_short_side
 from topiq_loss.functional.objectives import anchored_penalty
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference"
 LAYOUTS = {"quality": (CFANetNR, "cfanet_nr_state_dict_keys.txt"), "aesthetics": (CFANetNR.aesthetics, "cfanet_iaa_res50_state_dict_keys.txt")}
 SHAPES = [(1, 3, 32, 32), (2, 3, 45, 67), (3, 3, 97, 61), (1, 3, 128, 200)]
 
@@ -78,13 +77,7 @@ def _score_grad(fn, x):
 
 def test_state_dict_keys_match_the_official_layouts(layout):
     build, filename = LAYOUTS[layout]
-    path = SHARED / filename
-    if not path.is_file():
-        pytest.skip(f"{path} not found (CI has ../shared beside the checkout)")
-    want = {}
-    for line in path.read_text().splitlines():
-        name, rest = line.split(" ", 1)
-        want[name] = [int(v) for v in rest.rsplit(" ", 1)[0].strip("[]").split(",") if v.strip()]
+    want = {name: list(shape) for name, (shape, _) in official_keys(filename).items()}
     got = {k: list(v.shape) for k, v in build().state_dict().items()}
     assert got == want
 

@@ -9,13 +9,12 @@ network, whatever its size, so small odd inputs cost as much as large ones.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
 from accuracy_cases import CASE_MAX, GEOMEAN_MAX, geomean, rel_error
-from conftest import distort, smooth_images
+from conftest import distort, official_keys, smooth_images
 
 from topiq_loss.models.cfanet_nr import CFANetNR
 from topiq_loss.models.swin import SWIN_CHANNELS, SwinFeatures, relative_position_index, shift_mask
@@ -23,22 +22,6 @@ from topiq_loss.models.swin import SWIN_CHANNELS, SwinFeatures, relative_positio
 # The Swin-B networks are the module's cost: under pytest-xdist its tests stay on one
 # worker, so they are built once.
 pytestmark = pytest.mark.xdist_group("swin")
-
-#: CI has ../shared beside the checkout.
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
-
-
-def _official_keys(name: str) -> dict[str, tuple[tuple[int, ...], str]]:
-    path = REFERENCE / name
-    if not path.is_file():
-        pytest.skip(f"{path} not available")
-    out = {}
-    for line in path.read_text().splitlines():
-        key, rest = line.split(" ", 1)
-        shape, dtype = rest.rsplit(" ", 1)
-        out[key] = (tuple(int(v) for v in shape.strip("[]").split(",") if v.strip()), dtype)
-    return out
-
 
 def _perturb_layer_norms(net: nn.Module, seed: int) -> None:
     """LayerNorm affines away from (1, 0), so that parity proves they are applied."""
@@ -75,7 +58,7 @@ def swin_pair():
     ids=["ava_swin", "face_swin"],
 )
 def test_state_dict_is_the_official_layout(build, keys):
-    want = _official_keys(keys)
+    want = official_keys(keys)
     state = build().state_dict()
     assert sorted(state) == sorted(want)
     for key, (shape, dtype) in want.items():
